@@ -1,0 +1,76 @@
+"""A toy training script: fast, deterministic where it matters, and able to fail on demand.
+
+Its ``loss`` is a noisy bowl over the Job's numeric hyperparameters: each numeric field ``k`` adds
+``(value - optimum(k))**2`` where ``optimum(k)`` is a fixed number between -5 and 5 derived from the
+field's name (so sweeps have a real minimum to find), plus Gaussian noise of size ``noise``.
+``metric`` is ``1 / (1 + loss)`` (higher is better).
+
+Control fields (not hyperparameters) reproduce every failure path by hand:
+  ``epochs``        report ``epoch``/``loss`` that many times (for live curves and pruning)
+  ``sleepSeconds``  total time to spend (spread over the epochs)
+  ``raiseError``    raise RuntimeError with this message
+  ``crashWorker``   kill the worker process abruptly (SIGKILL, as a segfault would)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import signal
+import time
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+CONTROL = {"epochs", "sleepSeconds", "raiseError", "crashWorker", "noise", "seed", "timeLimit", "maxAttempts"}
+
+
+class Params(BaseModel):
+    """Checked at submit time: wrong types here are refused before anything is queued."""
+
+    model_config = ConfigDict(extra="allow")
+
+    epochs: int = Field(default=0, ge=0, le=100000)
+    sleepSeconds: float = Field(default=0.0, ge=0)
+    raiseError: str | None = None
+    crashWorker: bool = False
+    noise: float = Field(default=0.01, ge=0)
+    seed: int | None = None
+
+
+def optimum(name: str) -> float:
+    """Where the bowl bottoms out for one hyperparameter: a stable number in [-5, 5]."""
+    digest = hashlib.sha256(name.encode()).digest()
+    return round(int.from_bytes(digest[:4], "big") / 2**32 * 10 - 5, 3)
+
+
+def true_loss(job: dict[str, Any]) -> float:
+    """The noise-free loss of a Job (what a perfect search would minimise)."""
+    numeric = {k: v for k, v in job.items()
+               if k not in CONTROL and isinstance(v, int | float) and not isinstance(v, bool)}
+    return float(sum((v - optimum(k)) ** 2 for k, v in numeric.items()))
+
+
+def run(job: dict[str, Any], report: Any) -> dict[str, Any]:
+    params = Params.model_validate(job)
+    rng = random.Random(params.seed if params.seed is not None else job.get("jobId"))
+    if params.crashWorker:
+        os.kill(os.getpid(), signal.SIGKILL)
+    final = true_loss(job) + abs(rng.gauss(0, params.noise))
+    steps = max(params.epochs, 1)
+    for epoch in range(1, params.epochs + 1):
+        time.sleep(params.sleepSeconds / steps)
+        report(epoch=epoch, loss=final + 10.0 / epoch)
+    if not params.epochs and params.sleepSeconds:
+        time.sleep(params.sleepSeconds)
+    if params.raiseError:
+        raise RuntimeError(params.raiseError)
+    return {"status": 200, "loss": final, "metric": 1.0 / (1.0 + final), "epochsRun": params.epochs}
+
+
+if __name__ == "__main__":
+    import json
+    import sys
+
+    print(json.dumps(run(json.loads(sys.argv[1]), lambda **_: None)))

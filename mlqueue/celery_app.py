@@ -1,0 +1,53 @@
+"""The Celery application: Redis broker, JSON only, one Job at a time per worker process.
+
+``celery -A mlqueue worker`` finds this app through ``mlqueue.app``. There is no result backend:
+Outcomes go to the store, where they are kept with their Jobs and Orders.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery, signals
+
+from mlqueue.settings import get_settings
+
+
+def make_app() -> Celery:
+    settings = get_settings()
+    celery_app = Celery("mlqueue", include=["mlqueue.worker"])
+    celery_app.conf.update(
+        broker_url=settings.broker_url or "redis://127.0.0.1:6379/0",
+        task_serializer="json",
+        accept_content=["json"],
+        result_serializer="json",
+        event_serializer="json",
+        task_ignore_result=True,
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        worker_concurrency=settings.worker_concurrency,
+        task_default_queue=settings.queue,
+        task_track_started=False,
+        # Redelivery of a running Job is decided by Order heartbeats (see orders.Reaper), not by Redis;
+        # the visibility timeout is only the last resort for messages nobody else remembers.
+        broker_transport_options={"visibility_timeout": settings.visibility_timeout},
+        broker_connection_retry=True,
+        broker_connection_retry_on_startup=True,
+        broker_connection_max_retries=None,
+        broker_heartbeat=10,
+        worker_send_task_events=True,
+        task_send_sent_event=True,
+        worker_cancel_long_running_tasks_on_connection_loss=False,
+        worker_enable_remote_control=True,
+    )
+    return celery_app
+
+
+app = make_app()
+
+
+@signals.celeryd_init.connect
+def _refuse_without_hq(**_: Any) -> None:
+    """A worker with no HQ configured should say how to configure one, not hang on localhost."""
+    get_settings().require_urls()

@@ -1,0 +1,267 @@
+"""The ``mlqueue`` command: run the HQ, submit Jobs, watch them, read results."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from mlqueue import jobs, tables
+from mlqueue.settings import default_home, get_settings, reload_settings
+
+HYPERPARAMETER_COLUMNS_MAX = 8
+SKIP_IN_TABLE = {"scriptName", "projectName"}
+
+
+def _fail(message: str, code: int = 2) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("--home", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="HQ home directory (data, logs, generated config). Default $MLQUEUE_HOME or ~/.mlqueue.")
+@click.version_option(package_name="mlqueue")
+def main(home: Path | None) -> None:
+    """mlqueue: turn the idle computers in a house into a farm for machine-learning jobs.
+
+    \b
+    Typical use:
+      mlqueue hq                         # on the main machine: servers + reaper; prints the join command
+      celery -A mlqueue worker           # on every machine that should train
+      mlqueue submit tasks/demo_job.json --wait
+      mlqueue results                    # outcomes with their hyperparameters, best first
+    """
+    if home is not None:
+        os.environ["MLQUEUE_HOME"] = str(home.expanduser().resolve())
+        reload_settings()
+
+
+@main.command()
+@click.option("--home", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Home directory for data, logs and credentials (default $MLQUEUE_HOME or ~/.mlqueue).")
+@click.option("--bind", default="127.0.0.1", show_default=True,
+              help="Address the servers listen on; 0.0.0.0 lets the other machines in the house join.")
+@click.option("--redis-port", type=int, default=None, help="Broker port (0 = any free port; default: as last time).")
+@click.option("--mongo-port", type=int, default=None, help="Store port (0 = any free port; default: as last time).")
+@click.option("--port", "http_port", type=int, default=None, help="HTTP port for the API/dashboard (0 = free).")
+def hq(home: Path | None, bind: str, redis_port: int | None, mongo_port: int | None, http_port: int | None) -> None:
+    """Run the HQ: embedded Redis + MongoDB server (unless URLs are set), reaper, join instructions.
+
+    Runs until Ctrl-C. Ports chosen are written to HOME/config.json, so `MLQUEUE_HOME=HOME mlqueue ...`
+    and `MLQUEUE_HOME=HOME celery -A mlqueue worker` on this machine need nothing else.
+    """
+    import logging
+
+    from mlqueue.hq import HQ
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    home_dir = (home or Path(os.environ.get("MLQUEUE_HOME") or default_home())).expanduser().resolve()
+    os.environ["MLQUEUE_HOME"] = str(home_dir)
+    HQ(home=home_dir, bind=bind, redis_port=redis_port, mongo_port=mongo_port, http_port=http_port).run()
+
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True)
+@click.option("--wait", is_flag=True, help="Wait for the Jobs to finish, with a progress bar, then show results.")
+@click.option("--timeout", type=float, default=None, help="With --wait: give up waiting after this many seconds.")
+def submit(paths: tuple[str, ...], wait: bool, timeout: float | None) -> None:
+    """Submit Job files: PATHS are JSON files (one Job or a list), directories of them, or '-' (stdin).
+
+    Every Job is validated first; if any is wrong nothing is submitted and each problem is listed.
+    """
+    from mlqueue import orders
+
+    stdin_text = sys.stdin.read() if "-" in paths else None
+    try:
+        valid = jobs.validate_all(jobs.collect(list(paths), stdin_text))
+    except jobs.JobError as exc:
+        _fail(str(exc))
+    get_settings().require_urls()
+    ids = orders.submit(valid, by=f"cli@{os.uname().nodename}")
+    for job_id, job in zip(ids, valid, strict=True):
+        click.echo(f"submitted {job_id}  {job['scriptName']}")
+    if wait:
+        _wait_for(ids, timeout)
+
+
+def _wait_for(ids: list[str], timeout: float | None) -> None:
+    from mlqueue import orders, store
+
+    d = store.db()
+    started = time.monotonic()
+    done: set[str] = set()
+    with click.progressbar(length=len(ids), label="jobs finished", show_pos=True, file=sys.stderr) as bar:
+        while len(done) < len(ids):
+            finished = {o["jobId"] for o in d.orders.find(
+                {"jobId": {"$in": ids}, "state": {"$in": list(orders.FINAL)}}, {"jobId": 1})}
+            bar.update(len(finished - done))
+            done |= finished
+            if len(done) < len(ids):
+                if timeout is not None and time.monotonic() - started > timeout:
+                    _fail(f"gave up waiting after {timeout:g}s; {len(ids) - len(done)} jobs still running "
+                          "(they go on; see `mlqueue status`)", code=3)
+                time.sleep(0.2)
+    _print_results(ids=ids)
+    failed = d.orders.count_documents({"jobId": {"$in": ids}, "state": {"$ne": orders.SUCCEEDED}})
+    if failed:
+        sys.exit(1)
+
+
+@main.command()
+@click.option("--format", "fmt", type=click.Choice(tables.FORMATS), default="table", show_default=True)
+def status(fmt: str) -> None:
+    """Orders by state, and the workers with what each is running."""
+    from mlqueue import outcomes
+
+    get_settings().require_urls()
+    counts = outcomes.state_counts()
+    workers = outcomes.workers()
+    if fmt == "json":
+        click.echo(tables.to_json({"orders": counts, "workers": workers}))
+        return
+    worker_rows = [{"worker": w["name"], "host": w.get("host"), "online": w.get("online"),
+                    "running": w.get("currentJob"), "heartbeat_age_s": w.get("heartbeatAgeSeconds"),
+                    "jobs_done": w.get("jobsDone"), "cpus": w.get("capabilities", {}).get("cpus")}
+                   for w in workers]
+    if fmt == "csv":
+        click.echo(tables.to_csv([{"state": s, "count": n} for s, n in counts.items()], ["state", "count"]))
+        click.echo(tables.to_csv(worker_rows, list(worker_rows[0]) if worker_rows else ["worker"]))
+        return
+    click.echo("Orders: " + "  ".join(f"{s} {n}" for s, n in counts.items()))
+    click.echo("")
+    click.echo(tables.table(worker_rows, ["worker", "host", "online", "running", "heartbeat_age_s",
+                                          "jobs_done", "cpus"]))
+
+
+@main.command()
+@click.option("--format", "fmt", type=click.Choice(tables.FORMATS), default="table", show_default=True)
+@click.option("--sort", default="loss", show_default=True, help="Outcome field to rank by.")
+@click.option("--desc", is_flag=True, help="Higher is better (e.g. --sort metric --desc for accuracy).")
+@click.option("--state", default=None, help="Only Jobs whose Order is in this state.")
+@click.option("--limit", type=int, default=None, help="Show at most this many rows.")
+def results(fmt: str, sort: str, desc: bool, state: str | None, limit: int | None) -> None:
+    """Outcomes joined with their hyperparameters, best first (lowest loss by default)."""
+    get_settings().require_urls()
+    _print_results(fmt=fmt, sort=sort, desc=desc, state=state, limit=limit)
+
+
+def _print_results(fmt: str = "table", sort: str = "loss", desc: bool = False, state: str | None = None,
+                   limit: int | None = None, ids: list[str] | None = None) -> None:
+    from mlqueue import outcomes
+
+    query = {"jobId": {"$in": ids}} if ids else None
+    rows = outcomes.results(sort=sort, descending=desc, state=state, limit=limit, query=query)
+    public = [{k: r[k] for k in ("jobId", "state", "outcome", "job")} for r in rows]
+    if fmt == "json":
+        click.echo(tables.to_json(public))
+        return
+    flat = [_summary_row(r) for r in rows]
+    columns = ["jobId", "state", "status", "loss", "metric", "seconds", "worker", "script"]
+    columns += _varying_hyperparameters(rows)
+    if fmt == "csv":
+        full = [tables.flatten(r) for r in public]
+        keys = list(dict.fromkeys(k for r in full for k in r))
+        click.echo(tables.to_csv(full, keys))
+        return
+    click.echo(tables.table(flat, columns))
+
+
+def _summary_row(row: dict[str, Any]) -> dict[str, Any]:
+    outcome = row.get("outcome") or {}
+    summary = {"jobId": row["jobId"], "state": row["state"], "status": outcome.get("status"),
+               "loss": outcome.get("loss"), "metric": outcome.get("metric"),
+               "seconds": outcome.get("durationSeconds"), "worker": outcome.get("worker") or row.get("worker"),
+               "script": row["job"].get("scriptName")}
+    if row["state"] == "failed":
+        summary["metric"] = outcome.get("reason")
+    summary.update({k: v for k, v in row["job"].items() if k not in summary})
+    return summary
+
+
+def _varying_hyperparameters(rows: list[dict[str, Any]]) -> list[str]:
+    """Scalar Job fields that differ between rows: what the user is comparing."""
+    values: dict[str, set[str]] = {}
+    for r in rows:
+        for k, v in r["job"].items():
+            if k in SKIP_IN_TABLE or isinstance(v, dict | list):
+                continue
+            values.setdefault(k, set()).add(repr(v))
+    varying = [k for k, vs in values.items() if len(vs) > 1]
+    return varying[:HYPERPARAMETER_COLUMNS_MAX]
+
+
+@main.command()
+@click.argument("job_id")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+def show(job_id: str, fmt: str) -> None:
+    """One Job: its fields, its Order's history and its Outcome."""
+    from bson import ObjectId
+
+    from mlqueue import orders, store
+
+    get_settings().require_urls()
+    try:
+        order = orders.get(job_id)
+    except orders.OrderError as exc:
+        _fail(str(exc))
+    job = store.db().jobs.find_one({"_id": ObjectId(order["jobId"])}, {"_id": 0})
+    if fmt == "json":
+        order.pop("_id", None)
+        click.echo(tables.to_json({"job": job, "order": order}))
+        return
+    click.echo(f"job {order['jobId']}  state {order['state']}  attempts {order.get('attempts')}  "
+               f"worker {order.get('worker') or '-'}")
+    click.echo("job: " + tables.to_json(job))
+    click.echo("history:")
+    for event in order.get("history", []):
+        click.echo(f"  {event['at']:%Y-%m-%d %H:%M:%S}  {event.get('to') or '':10} {event.get('by')}: {event['why']}")
+    if order.get("latestMetrics"):
+        click.echo("latest metrics: " + tables.to_json(order["latestMetrics"]))
+    if order.get("outcome"):
+        click.echo("outcome: " + tables.to_json(order["outcome"]))
+
+
+@main.command()
+@click.argument("job_id")
+def cancel(job_id: str) -> None:
+    """Cancel a Job that has not finished (a running one is stopped within a heartbeat)."""
+    from mlqueue import orders
+
+    get_settings().require_urls()
+    try:
+        order = orders.cancel(job_id, by=f"cli@{os.uname().nodename}")
+    except orders.OrderError as exc:
+        _fail(str(exc))
+    click.echo(f"cancelled {order['jobId']}")
+
+
+@main.command()
+@click.argument("job_id")
+def requeue(job_id: str) -> None:
+    """Run a Job again: a finished one is copied as a new Job; a stuck one is re-sent."""
+    from mlqueue import orders
+
+    get_settings().require_urls()
+    try:
+        new_id = orders.requeue(job_id, by=f"cli@{os.uname().nodename}")
+    except orders.OrderError as exc:
+        _fail(str(exc))
+    click.echo(f"requeued as {new_id}" if new_id != job_id else f"requeued {job_id}")
+
+
+@main.command(context_settings={"ignore_unknown_options": True})
+@click.argument("celery_args", nargs=-1, type=click.UNPROCESSED)
+def worker(celery_args: tuple[str, ...]) -> None:
+    """Start a worker on this machine (same as `celery -A mlqueue worker -l info ARGS`)."""
+    get_settings().require_urls()
+    os.execvp(sys.executable, [sys.executable, "-m", "celery", "-A", "mlqueue", "worker", "-l", "info",
+                               *celery_args])
+
+
+if __name__ == "__main__":
+    main()

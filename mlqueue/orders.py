@@ -1,0 +1,441 @@
+"""The job lifecycle, in one place: every state an Order can be in and every way it moves.
+
+    unassigned -> assigned -> running -> succeeded | failed | cancelled
+         ^___________|___________|  (lost: no heartbeat -> back to unassigned, or failed at maxAttempts)
+
+Each move is one atomic, conditional update of the Order document ("only if it is still in the state
+and delivery I think it is"), so two workers, a late report from a worker presumed dead, a duplicate
+Celery delivery and the reaper can never both win. The final Outcome is written into the Order by the
+winning move and then copied to the ``outcomes`` collection (unique per Job), so a crash between the two
+is repaired by the reaper and a Job can never get a second final Outcome.
+
+Celery messages carry ``(jobId, delivery)``. A new ``delivery`` id is minted for every (re)queue; a
+message whose delivery is not the Order's current one is stale and is acknowledged and ignored.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import psutil
+from bson import ObjectId
+from pymongo import ReturnDocument
+
+from mlqueue import store
+from mlqueue.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+UNASSIGNED, ASSIGNED, RUNNING = "unassigned", "assigned", "running"
+SUCCEEDED, FAILED, CANCELLED = "succeeded", "failed", "cancelled"
+ACTIVE = (UNASSIGNED, ASSIGNED, RUNNING)
+HELD = (ASSIGNED, RUNNING)
+FINAL = (SUCCEEDED, FAILED, CANCELLED)
+STATES = ACTIVE + FINAL
+
+# Outcome ``status`` for outcomes mlqueue writes itself (a script's own status is kept as it returned it).
+STATUS_FOR_REASON = {"error": 500, "lost": 500, "timeout": 504, "cancelled": 499}
+METRICS_KEPT = 20000
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_delivery() -> str:
+    return uuid.uuid4().hex
+
+
+def _event(to: str, by: str, why: str, **extra: Any) -> dict[str, Any]:
+    return {"at": now(), "to": to, "by": by, "why": why, **extra}
+
+
+def _move(
+    query: dict[str, Any],
+    to: str,
+    by: str,
+    why: str,
+    settings: Settings | None = None,
+    set_: dict[str, Any] | None = None,
+    inc: dict[str, int] | None = None,
+    event: dict[str, Any] | None = None,
+) -> dict[str, Any] | None:
+    """Atomically move the Order matching ``query`` to state ``to``; None if it no longer matches."""
+    update: dict[str, Any] = {
+        "$set": {"state": to, "updatedDate": now(), **(set_ or {})},
+        "$push": {"history": event or _event(to, by, why)},
+    }
+    if inc:
+        update["$inc"] = inc
+    return store.durable(
+        lambda: store.db(settings).orders.find_one_and_update(
+            query, update, return_document=ReturnDocument.AFTER
+        ),
+        f"move order to {to}",
+        settings,
+    )
+
+
+def _note(job_id: str, by: str, why: str, settings: Settings | None = None) -> None:
+    """Add a history line without changing state (ignored duplicates, discarded late results)."""
+    store.durable(
+        lambda: store.db(settings).orders.update_one(
+            {"jobId": job_id}, {"$push": {"history": {"at": now(), "to": None, "by": by, "why": why}}}
+        ),
+        "note order history",
+        settings,
+    )
+
+
+# --------------------------------------------------------------------------- submit and queue
+
+
+def submit(jobs: list[dict[str, Any]], by: str = "cli", settings: Settings | None = None) -> list[str]:
+    """Store validated Jobs with their Orders, then queue them. Returns the new Job ids."""
+    settings = settings or get_settings()
+    d = store.db(settings)
+    created = now()
+    ids = []
+    for job in jobs:
+        doc = {k: v for k, v in job.items() if k != "_id"}
+        doc["createdDate"] = created
+        job_id = str(store.durable(lambda doc=doc: d.jobs.insert_one(doc).inserted_id, "store job", settings))
+        order = {
+            "jobId": job_id,
+            "state": UNASSIGNED,
+            "createdDate": created,
+            "updatedDate": created,
+            "attempts": 0,
+            "maxAttempts": int(job.get("maxAttempts") or settings.max_attempts),
+            "timeLimit": float(job.get("timeLimit") or settings.default_time_limit),
+            "scriptName": job["scriptName"],
+            "projectName": job.get("projectName", "default"),
+            "sweepId": job.get("sweepId"),
+            "delivery": new_delivery(),
+            "enqueuedAt": None,
+            "worker": None,
+            "outcome": None,
+            "outcomeStored": False,
+            "history": [_event(UNASSIGNED, by, "submitted")],
+            "metrics": [],
+        }
+        store.durable(lambda order=order: d.orders.insert_one(order), "store order", settings)
+        ids.append(job_id)
+    for job_id in ids:
+        order = d.orders.find_one({"jobId": job_id}, {"delivery": 1})
+        enqueue(job_id, order["delivery"], settings)
+    return ids
+
+
+def enqueue(job_id: str, delivery: str, settings: Settings | None = None) -> bool:
+    """Send the Celery message for an Order. If the broker is down the reaper sends it later."""
+    from mlqueue.celery_app import app
+
+    settings = settings or get_settings()
+    try:
+        app.send_task(
+            "mlqueue.run_order", args=[job_id, delivery], task_id=delivery, queue=settings.queue,
+            retry=True, retry_policy={"max_retries": 3, "interval_start": 0.2, "interval_step": 0.5},
+        )
+    except Exception as exc:  # noqa: BLE001 - the Order is safe in the store; the reaper re-sends
+        log.warning("could not queue job %s now (%s); it stays unassigned and will be re-sent", job_id, exc)
+        return False
+    store.db(settings).orders.update_one(
+        {"jobId": job_id, "delivery": delivery}, {"$set": {"enqueuedAt": now()}}
+    )
+    return True
+
+
+# --------------------------------------------------------------------------- worker side
+
+
+def claim(job_id: str, delivery: str, worker: str, settings: Settings | None = None) -> dict[str, Any] | None:
+    """Take an Order for this delivery. None means: stale or duplicate message, ignore it.
+
+    A running Order with this very delivery may be claimed again only when its holder is provably
+    gone: the holding process on this host has died (Celery re-delivers after a pool process
+    crash), or its heartbeat is older than ``lost_after``. Each such claim counts as a new attempt
+    and the lost one is recorded in the history.
+    """
+    settings = settings or get_settings()
+    host, pid = socket.gethostname(), _pid()
+    base = {"worker": worker, "host": host, "pid": pid, "assignedDate": now(), "heartbeatAt": now()}
+    order = _move(
+        {"jobId": job_id, "delivery": delivery, "state": UNASSIGNED},
+        ASSIGNED, worker, "picked up", settings, set_=base, inc={"attempts": 1},
+    )
+    if order:
+        return order
+    current = store.durable(lambda: store.db(settings).orders.find_one({"jobId": job_id}), "read order", settings)
+    if current is None:
+        log.warning("message for unknown job %s ignored", job_id)
+        return None
+    why = _holder_gone(current, delivery, host, settings)
+    if why:
+        order = _move(
+            {"jobId": job_id, "delivery": delivery, "state": current["state"], "pid": current.get("pid"),
+             "heartbeatAt": current.get("heartbeatAt")},
+            ASSIGNED, worker, f"attempt {current.get('attempts')} lost ({why}); picked up again",
+            settings, set_=base, inc={"attempts": 1},
+        )
+        if order:
+            return order
+    _note(job_id, worker, f"duplicate delivery {delivery[:8]} ignored (order is {current['state']})", settings)
+    return None
+
+
+def _holder_gone(order: dict[str, Any], delivery: str, host: str, settings: Settings) -> str | None:
+    if order.get("delivery") != delivery or order["state"] not in HELD:
+        return None
+    if order.get("host") == host and order.get("pid") and not psutil.pid_exists(order["pid"]):
+        return f"process {order['pid']} on {host} died"
+    heartbeat = order.get("heartbeatAt")
+    if heartbeat and now() - heartbeat > timedelta(seconds=settings.lost_after):
+        return f"no heartbeat since {heartbeat:%H:%M:%S}"
+    return None
+
+
+def _pid() -> int:
+    return os.getpid()
+
+
+def start(order: dict[str, Any], script_identity: dict[str, str], settings: Settings | None = None) -> dict | None:
+    """Mark the Order running; its deadline starts now."""
+    started = now()
+    return _move(
+        _gate(order, ASSIGNED), RUNNING, order["worker"], f"attempt {order['attempts']} started", settings,
+        set_={"startedDate": started, "heartbeatAt": started, "script": script_identity,
+              "deadline": started + timedelta(seconds=order["timeLimit"])},
+    )
+
+
+def _gate(order: dict[str, Any], state: str = RUNNING) -> dict[str, Any]:
+    """The condition under which this attempt still owns the Order."""
+    return {"jobId": order["jobId"], "delivery": order["delivery"], "attempts": order["attempts"], "state": state}
+
+
+def heartbeat(order: dict[str, Any], settings: Settings | None = None) -> bool:
+    """Refresh the Order's heartbeat. False means this attempt no longer owns it (cancelled, reaped)."""
+    result = store.db(settings).orders.update_one(
+        {**_gate(order), "state": {"$in": list(HELD)}}, {"$set": {"heartbeatAt": now()}}
+    )
+    return result.matched_count == 1
+
+
+def record_metrics(order: dict[str, Any], metrics: dict[str, Any], settings: Settings | None = None) -> bool:
+    """Store one intermediate report on the Order. False if this attempt no longer owns it."""
+    point = {"at": now(), **metrics}
+    result = store.durable(
+        lambda: store.db(settings).orders.update_one(
+            _gate(order),
+            {"$push": {"metrics": {"$each": [point], "$slice": -METRICS_KEPT}},
+             "$set": {"latestMetrics": point, "heartbeatAt": now()}},
+        ),
+        "record metrics",
+        settings,
+    )
+    return result.matched_count == 1
+
+
+def finish(
+    order: dict[str, Any], to: str, outcome: dict[str, Any], why: str, settings: Settings | None = None
+) -> bool:
+    """Close this attempt with its final Outcome. False (and nothing written) if it lost the Order."""
+    outcome = {**outcome, "jobId": order["jobId"], "orderId": str(order["_id"]), "attempt": order["attempts"],
+               "worker": order.get("worker"), "host": order.get("host"), "state": to, "finishedDate": now()}
+    done = _move(
+        _gate(order), to, order["worker"], why, settings,
+        set_={"finishedDate": outcome["finishedDate"], "outcome": outcome, "outcomeStored": False},
+    )
+    if not done:
+        _note(order["jobId"], order.get("worker") or "?",
+              f"late result of attempt {order['attempts']} discarded (order no longer held by it)", settings)
+        return False
+    store_outcome(done, settings)
+    return True
+
+
+def store_outcome(order: dict[str, Any], settings: Settings | None = None) -> None:
+    """Copy a final Order's Outcome into ``outcomes`` (idempotent: one per Job, first write wins)."""
+    d = store.db(settings)
+    outcome = order["outcome"]
+    store.durable(
+        lambda: d.outcomes.update_one({"jobId": order["jobId"]}, {"$setOnInsert": outcome}, upsert=True),
+        "store outcome", settings,
+    )
+    store.durable(lambda: d.orders.update_one({"_id": order["_id"]}, {"$set": {"outcomeStored": True}}),
+                  "mark outcome stored", settings)
+
+
+def system_outcome(order: dict[str, Any], reason: str, message: str) -> dict[str, Any]:
+    """The Outcome mlqueue writes when the script could not give one (lost, timeout, cancelled)."""
+    return {"status": STATUS_FOR_REASON.get(reason, 500), "reason": reason, "message": message,
+            "loss": None, "metric": None, "jobId": order["jobId"], "orderId": str(order["_id"]),
+            "attempt": order.get("attempts", 0), "worker": order.get("worker"), "host": order.get("host"),
+            "script": order.get("script")}
+
+
+def _close(order: dict[str, Any], to: str, reason: str, message: str, by: str,
+           settings: Settings | None = None) -> dict[str, Any] | None:
+    """Finalize an Order on behalf of nobody's attempt (reaper, cancel), if it is still as we saw it."""
+    outcome = {**system_outcome(order, reason, message), "state": to, "finishedDate": now()}
+    query = {"jobId": order["jobId"], "state": order["state"], "delivery": order["delivery"],
+             "attempts": order.get("attempts", 0)}
+    done = _move(query, to, by, message, settings,
+                 set_={"finishedDate": outcome["finishedDate"], "outcome": outcome, "outcomeStored": False,
+                       "reason": reason})
+    if done:
+        store_outcome(done, settings)
+    return done
+
+
+# --------------------------------------------------------------------------- user actions
+
+
+class OrderError(LookupError):
+    """A user action names a Job that does not exist or cannot take that action."""
+
+
+def get(job_id: str, settings: Settings | None = None) -> dict[str, Any]:
+    """The Order of a Job, by full id or unique prefix."""
+    d = store.db(settings)
+    order = d.orders.find_one({"jobId": job_id})
+    if order is None and 4 <= len(job_id) < 24:
+        matches = list(d.orders.find({"jobId": {"$regex": f"^{job_id}"}}).limit(2))
+        if len(matches) == 1:
+            order = matches[0]
+        elif matches:
+            raise OrderError(f"job id prefix {job_id!r} is ambiguous; give more characters")
+    if order is None:
+        raise OrderError(f"no job with id {job_id!r}; `mlqueue status --format json` lists them")
+    return order
+
+
+def cancel(job_id: str, by: str = "cli", settings: Settings | None = None) -> dict[str, Any]:
+    """Cancel a Job that has not finished; a running one is stopped by its worker's heartbeat."""
+    for _ in range(5):
+        order = get(job_id, settings)
+        if order["state"] in FINAL:
+            raise OrderError(f"job {order['jobId']} already {order['state']}; nothing to cancel")
+        done = _close(order, CANCELLED, "cancelled", f"cancelled by {by}", by, settings)
+        if done:
+            return done
+    raise OrderError(f"job {job_id} kept changing state; try again")
+
+
+def requeue(job_id: str, by: str = "cli", settings: Settings | None = None) -> str:
+    """Run a Job again. A finished Job keeps its one Outcome: a copy is submitted as a new Job.
+
+    An unfinished Order (e.g. stuck after a broker wipe) gets a fresh delivery instead.
+    Returns the id of the Job that will run.
+    """
+    order = get(job_id, settings)
+    d = store.db(settings)
+    if order["state"] in FINAL:
+        job = d.jobs.find_one({"_id": ObjectId(order["jobId"])})
+        copy = {k: v for k, v in job.items() if k not in ("_id", "createdDate")}
+        copy["requeuedFrom"] = order["jobId"]
+        return submit([copy], by=by, settings=settings)[0]
+    delivery = new_delivery()
+    moved = _move({"jobId": order["jobId"], "state": order["state"], "delivery": order["delivery"]},
+                  UNASSIGNED, by, f"requeued by {by}", settings,
+                  set_={"delivery": delivery, "enqueuedAt": None, "worker": None})
+    if not moved:
+        raise OrderError(f"job {job_id} changed state meanwhile; look at `mlqueue status` and retry")
+    enqueue(order["jobId"], delivery, settings)
+    return order["jobId"]
+
+
+# --------------------------------------------------------------------------- the reaper
+
+
+class Reaper:
+    """Finds Orders whose worker went silent, Jobs past their deadline, and unsent messages.
+
+    Runs in the HQ and in every worker's main process; every action is a conditional update, so any
+    number of reapers are safe together. A reaper only judges silence it could have seen: right after
+    it starts, or after the store was unreachable, it waits a full ``lost_after`` before declaring an
+    Order lost (the workers could not write heartbeats while the store was down either).
+    """
+
+    def __init__(self, name: str, settings: Settings | None = None) -> None:
+        self.name = name
+        self.settings = settings or get_settings()
+        self.watching_since = time.monotonic()
+
+    def run_forever(self, stop: Any) -> None:
+        """Sweep every ``reap_every`` seconds until ``stop`` (a threading.Event) is set."""
+        while not stop.wait(self.settings.reap_every):
+            self.sweep_safely()
+
+    def sweep_safely(self) -> dict[str, int]:
+        try:
+            return self.sweep()
+        except store.TRANSIENT as exc:
+            log.warning("reaper: store unreachable (%s)", exc)
+            self.watching_since = time.monotonic()
+        except Exception:  # noqa: BLE001 - the reaper must outlive any one bad document
+            log.exception("reaper sweep failed")
+        return {}
+
+    def sweep(self) -> dict[str, int]:
+        counts = {"lost": 0, "timeout": 0, "resent": 0, "repaired": 0}
+        d = store.db(self.settings)
+        lost_after = self.settings.lost_after
+        if time.monotonic() - self.watching_since >= lost_after:
+            cutoff = now() - timedelta(seconds=lost_after)
+            for order in d.orders.find({"state": {"$in": list(HELD)}, "heartbeatAt": {"$lt": cutoff}}):
+                counts[self._handle_silent(order)] += 1
+        overdue = now() - timedelta(seconds=self.settings.timeout_grace * 3)
+        for order in d.orders.find({"state": RUNNING, "deadline": {"$lt": overdue}}):
+            if _close(order, FAILED, "timeout", f"killed: time limit {order['timeLimit']:g}s exceeded",
+                      self.name, self.settings):
+                counts["timeout"] += 1
+        unsent_before = now() - timedelta(seconds=max(5.0, self.settings.reap_every))
+        for order in d.orders.find({"state": UNASSIGNED, "enqueuedAt": None, "updatedDate": {"$lt": unsent_before}}):
+            counts["resent"] += enqueue(order["jobId"], order["delivery"], self.settings)
+        for order in d.orders.find({"state": {"$in": list(FINAL)}, "outcomeStored": False}):
+            store_outcome(order, self.settings)
+            counts["repaired"] += 1
+        if any(counts.values()):
+            log.info("reaper %s: %s", self.name, counts)
+        return counts
+
+    def _handle_silent(self, order: dict[str, Any]) -> str:
+        """A held Order with no heartbeat: time out, give up, or queue another attempt."""
+        silent = f"attempt {order.get('attempts')} lost: no heartbeat from {order.get('worker')} since " \
+                 f"{order['heartbeatAt']:%Y-%m-%d %H:%M:%S} UTC"
+        deadline = order.get("deadline")
+        if deadline and now() > deadline:
+            _close(order, FAILED, "timeout", f"{silent}; time limit {order['timeLimit']:g}s exceeded",
+                   self.name, self.settings)
+            return "timeout"
+        if order.get("attempts", 0) >= order.get("maxAttempts", self.settings.max_attempts):
+            _close(order, FAILED, "lost", f"{silent}; gave up after {order['attempts']} attempts (maxAttempts)",
+                   self.name, self.settings)
+            return "lost"
+        delivery = new_delivery()
+        moved = _move(
+            {"jobId": order["jobId"], "state": order["state"], "delivery": order["delivery"],
+             "heartbeatAt": order["heartbeatAt"]},
+            UNASSIGNED, self.name, f"{silent}; queued again", self.settings,
+            set_={"delivery": delivery, "enqueuedAt": None, "worker": None, "pid": None},
+        )
+        if moved:
+            enqueue(order["jobId"], delivery, self.settings)
+        return "lost"
+
+
+def give_up_if_exhausted(order: dict[str, Any], settings: Settings | None = None) -> bool:
+    """Refuse a claim that went past the Job's ``maxAttempts`` (a poison pill killing its workers)."""
+    if order.get("attempts", 0) <= order.get("maxAttempts", 3):
+        return False
+    _close(order, FAILED, "lost", f"gave up: the job's worker process died {order['attempts'] - 1} times "
+           f"(maxAttempts {order['maxAttempts']})", order["worker"], settings)
+    return True

@@ -1,0 +1,156 @@
+"""One typed settings object for every mlqueue process (HQ, workers, CLI).
+
+Sources, strongest first: environment variables (``MLQUEUE_*``), the HQ home's generated
+``config.json`` (written by ``mlqueue hq`` so that ``MLQUEUE_HOME=DIR mlqueue ...`` needs nothing
+else), the project's ``config/mlqueue.json`` (hand-edited defaults, shared by every machine that has
+the checkout), then the defaults below.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+HOME_CONFIG_NAME = "config.json"
+
+
+def default_home() -> Path:
+    """The HQ home: where data, logs, generated config and credentials live."""
+    return Path(os.environ.get("MLQUEUE_HOME") or Path.home() / ".mlqueue").expanduser()
+
+
+def project_config_file() -> Path:
+    """``config/mlqueue.json`` next to the current directory, else next to the installed package."""
+    for base in (Path.cwd(), PROJECT_ROOT):
+        candidate = base / "config" / "mlqueue.json"
+        if candidate.is_file():
+            return candidate
+    return PROJECT_ROOT / "config" / "mlqueue.json"
+
+
+def read_json_file(path: Path) -> dict[str, Any]:
+    """Read a JSON config file; a missing file is an empty config, a broken one is a clear error."""
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise SystemExit(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno}); fix or delete the file") from exc
+    if not isinstance(data, dict):
+        raise SystemExit(f"{path}: must hold a JSON object of settings")
+    return data
+
+
+class _JsonFileSource(PydanticBaseSettingsSource):
+    """A settings source reading one JSON file whose keys are the settings' field names."""
+
+    def __init__(self, settings_cls: type[BaseSettings], path: Path) -> None:
+        super().__init__(settings_cls)
+        self.path = path
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        data = read_json_file(self.path)
+        return {k: v for k, v in data.items() if k in self.settings_cls.model_fields and v is not None}
+
+
+class Settings(BaseSettings):
+    """Everything configurable. Durations are in seconds."""
+
+    model_config = SettingsConfigDict(env_prefix="MLQUEUE_", extra="ignore")
+
+    home: Path = Field(default_factory=default_home)
+    broker_url: str | None = None
+    mongo_url: str | None = None
+    mongo_db: str = "mlqueue"
+    queue: str = "mlqueue"
+
+    lost_after: float = 300.0
+    heartbeat_interval: float | None = None
+    reaper_interval: float | None = None
+    default_time_limit: float = 86400.0
+    timeout_grace: float = 10.0
+    max_attempts: int = 3
+    visibility_timeout: float = 7 * 86400.0
+    store_retry_for: float = 600.0
+
+    worker_concurrency: int = 1
+    scripts_dir: Path = PROJECT_ROOT / "ml_scripts"
+
+    bind: str = "127.0.0.1"
+    redis_port: int = 0
+    mongo_port: int = 0
+    http_port: int = 0
+    redis_password: str | None = None
+    token: str | None = None
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        home = Path(os.environ.get("MLQUEUE_HOME") or default_home())
+        return (
+            init_settings,
+            env_settings,
+            _JsonFileSource(settings_cls, home / HOME_CONFIG_NAME),
+            _JsonFileSource(settings_cls, project_config_file()),
+        )
+
+    @property
+    def heartbeat_every(self) -> float:
+        """Heartbeats come several times per ``lost_after`` so one slow write never looks like death."""
+        if self.heartbeat_interval:
+            return self.heartbeat_interval
+        return min(30.0, max(0.2, self.lost_after / 5))
+
+    @property
+    def reap_every(self) -> float:
+        if self.reaper_interval:
+            return self.reaper_interval
+        return min(10.0, max(0.5, self.lost_after / 4))
+
+    @property
+    def home_config_path(self) -> Path:
+        return self.home / HOME_CONFIG_NAME
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.home / "logs"
+
+    def require_urls(self) -> tuple[str, str]:
+        """Broker and store URLs, or an error that says how to get them."""
+        if not self.broker_url or not self.mongo_url:
+            raise SystemExit(
+                "mlqueue does not know where the HQ is: no broker/mongo URL configured.\n"
+                f"  - on the HQ machine: start it with `mlqueue hq` (home {self.home}), then use\n"
+                f"    MLQUEUE_HOME={self.home} (the default) so the generated config.json is found;\n"
+                "  - on another machine: set MLQUEUE_BROKER_URL and MLQUEUE_MONGO_URL to the values\n"
+                "    `mlqueue hq` printed, or put them in config/mlqueue.json."
+            )
+        return self.broker_url, self.mongo_url
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return Settings()
+
+
+def reload_settings() -> Settings:
+    """Forget cached settings (after the HQ wrote a new home config, or in tests)."""
+    get_settings.cache_clear()
+    return get_settings()

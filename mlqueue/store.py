@@ -1,0 +1,92 @@
+"""The MongoDB store: Jobs, Orders, Outcomes, Workers and GridFS files.
+
+Every process gets its own client (pymongo clients must not cross a fork: Celery's pool children
+are forked from the worker's main process). Writes that must not be lost go through ``durable``,
+which keeps retrying while the HQ's database is restarting.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+import gridfs
+import pymongo
+from pymongo.database import Database
+from pymongo.errors import AutoReconnect, ConnectionFailure, ServerSelectionTimeoutError
+
+from mlqueue.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+TRANSIENT = (AutoReconnect, ConnectionFailure, ServerSelectionTimeoutError)
+
+_clients: dict[tuple[int, str], pymongo.MongoClient] = {}
+
+
+def client(settings: Settings | None = None) -> pymongo.MongoClient:
+    """A MongoClient for this process and URL, created on first use."""
+    settings = settings or get_settings()
+    _, mongo_url = settings.require_urls()
+    key = (os.getpid(), mongo_url)
+    if key not in _clients:
+        _clients[key] = pymongo.MongoClient(
+            mongo_url, serverSelectionTimeoutMS=5000, connectTimeoutMS=5000, tz_aware=True
+        )
+    return _clients[key]
+
+
+def db(settings: Settings | None = None) -> Database:
+    settings = settings or get_settings()
+    return client(settings)[settings.mongo_db]
+
+
+def bucket(name: str = "fs", settings: Settings | None = None) -> gridfs.GridFSBucket:
+    """A GridFS bucket (datasets, artifacts, script bundles)."""
+    return gridfs.GridFSBucket(db(settings), bucket_name=name)
+
+
+def forget_clients() -> None:
+    """Drop clients inherited across a fork or pointing at a server that was replaced."""
+    for c in list(_clients.values()):
+        try:
+            c.close()
+        except Exception:  # noqa: BLE001 - closing a dead client must never fail a caller
+            pass
+    _clients.clear()
+
+
+def ensure_indexes(settings: Settings | None = None) -> None:
+    """Indexes on everything we look up, filter or sort by, and the one-Outcome-per-Job guarantee."""
+    d = db(settings)
+    d.orders.create_index("jobId", unique=True)
+    d.orders.create_index([("state", 1), ("heartbeatAt", 1)])
+    d.orders.create_index([("state", 1), ("createdDate", 1)])
+    d.orders.create_index("outcomeStored")
+    d.outcomes.create_index("jobId", unique=True)
+    d.outcomes.create_index("loss")
+    d.outcomes.create_index("metric")
+    d.outcomes.create_index("finishedDate")
+    d.jobs.create_index("createdDate")
+    d.jobs.create_index("projectName")
+    d.jobs.create_index("scriptName")
+    d.workers.create_index("name", unique=True)
+
+
+def durable(action: Callable[[], T], what: str, settings: Settings | None = None) -> T:
+    """Run a store operation, retrying through a database restart (up to ``store_retry_for``)."""
+    settings = settings or get_settings()
+    deadline = time.monotonic() + settings.store_retry_for
+    delay = 0.2
+    while True:
+        try:
+            return action()
+        except TRANSIENT as exc:
+            if time.monotonic() > deadline:
+                raise
+            log.warning("store unavailable while trying to %s (%s); retrying in %.1fs", what, exc, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)

@@ -1,0 +1,313 @@
+"""What a worker machine does: register itself, take Orders, run scripts in-process, report back.
+
+One Celery task, ``mlqueue.run_order(jobId, delivery)``, runs inside a Celery pool process. While the
+script runs, a watch thread heartbeats the Order, enforces the Job's time limit and notices when the
+Order was taken away (cancelled, or presumed lost by the reaper). To stop a script it first raises
+``JobInterrupted`` inside it; if the script does not return within ``timeout_grace`` the pool process
+kills itself (Celery replaces it, and re-delivers the message, which ``orders.claim`` then ignores).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import logging
+import math
+import os
+import platform
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+import traceback
+from datetime import datetime
+from importlib import metadata
+from typing import Any
+
+import psutil
+from bson import ObjectId
+from celery import signals
+
+from mlqueue import orders, scripts, store
+from mlqueue.celery_app import app
+from mlqueue.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+TRACEBACK_LINES = 25
+
+
+class JobInterrupted(BaseException):
+    """Raised inside a running script to stop it (BaseException: a script's ``except Exception`` can't eat it)."""
+
+
+# --------------------------------------------------------------------------- the task
+
+
+@app.task(name="mlqueue.run_order", bind=True, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+def run_order(self: Any, job_id: str, delivery: str) -> str:
+    """Celery entry point: everything else is plain functions."""
+    return execute(job_id, delivery, self.request.hostname or socket.gethostname())
+
+
+def execute(job_id: str, delivery: str, worker: str, settings: Settings | None = None) -> str:
+    """Run one delivery of one Order to its end. Returns what happened, for logs and tests."""
+    settings = settings or get_settings()
+    order = orders.claim(job_id, delivery, worker, settings)
+    if order is None:
+        return "ignored"
+    if orders.give_up_if_exhausted(order, settings):
+        return "gave-up"
+    job = store.durable(lambda: store.db(settings).jobs.find_one({"_id": ObjectId(job_id)}), "read job", settings)
+    try:
+        script = scripts.resolve(job["scriptName"], settings)
+        module = scripts.load(script)
+    except Exception as exc:  # noqa: BLE001 - any failure to load is this Job's error, not the worker's
+        running = orders.start(order, {"name": job["scriptName"]}, settings)
+        if running:
+            orders.finish(running, orders.FAILED, error_outcome(exc), "script could not be loaded", settings)
+        return "failed"
+    running = orders.start(order, script.identity, settings)
+    if running is None:
+        return "ignored"
+    _set_current(worker, job_id, settings)
+    try:
+        return Attempt(running, settings).run(module, _script_job(job))
+    finally:
+        _set_current(worker, None, settings)
+
+
+def _script_job(job: dict[str, Any]) -> dict[str, Any]:
+    """The Job as the script sees it: its own fields plus ``jobId``."""
+    out = {k: v for k, v in job.items() if k not in ("_id", "createdDate")}
+    out["jobId"] = str(job["_id"])
+    return out
+
+
+class Attempt:
+    """One run of a script for one Order, with its heartbeat, deadline and stop handling."""
+
+    def __init__(self, order: dict[str, Any], settings: Settings) -> None:
+        self.order = order
+        self.settings = settings
+        self.stop_reason: str | None = None
+        self.done = threading.Event()
+        self.main_thread = threading.get_ident()
+        self.started = time.monotonic()
+        self.deadline = self.started + order["timeLimit"]
+
+    def run(self, module: Any, job: dict[str, Any]) -> str:
+        watch = threading.Thread(target=self._watch, name="mlqueue-watch", daemon=True)
+        watch.start()
+        state, why = orders.FAILED, "script raised an error"
+        try:
+            result = module.run(job, self.report)
+            outcome, state, why = interpret(result)
+        except JobInterrupted:
+            outcome = None
+        except Exception as exc:  # noqa: BLE001 - a crashing script is an Outcome, not a worker crash
+            outcome = error_outcome(exc)
+        finally:
+            self.done.set()
+        if self.stop_reason or outcome is None:
+            return self.stop_reason or "interrupted"
+        outcome.update(self._timing())
+        orders.finish(self.order, state, outcome, why, self.settings)
+        return state
+
+    def report(self, **metrics: Any) -> None:
+        """Given to the script: store intermediate metrics on the Order as they come."""
+        if self.stop_reason:
+            raise JobInterrupted(self.stop_reason)
+        if not orders.record_metrics(self.order, json_safe(metrics), self.settings):
+            self.stop_reason = "released"
+            raise JobInterrupted("this attempt no longer holds the order")
+
+    def _timing(self) -> dict[str, Any]:
+        return {"durationSeconds": round(time.monotonic() - self.started, 3),
+                "startedDate": self.order.get("startedDate"), "script": self.order.get("script")}
+
+    def _watch(self) -> None:
+        """Heartbeat until the script ends; stop it at its deadline or when the Order is taken away."""
+        while not self.done.wait(self._next_wait()):
+            if time.monotonic() >= self.deadline:
+                limit = self.order["timeLimit"]
+                self._stop("timeout", {**orders.system_outcome(self.order, "timeout",
+                                                                f"killed: time limit {limit:g}s exceeded"),
+                                       **self._timing()})
+                return
+            try:
+                still_ours = orders.heartbeat(self.order, self.settings)
+            except store.TRANSIENT as exc:
+                log.warning("heartbeat failed (store unreachable: %s); the job keeps running", exc)
+                continue
+            if not still_ours:
+                self._stop("released", None)
+                return
+
+    def _next_wait(self) -> float:
+        return max(0.05, min(self.settings.heartbeat_every, self.deadline - time.monotonic()))
+
+    def _stop(self, reason: str, outcome: dict[str, Any] | None) -> None:
+        """Record the final Outcome first (so nothing is lost if we must kill), then stop the script."""
+        self.stop_reason = reason
+        if outcome is not None:
+            orders.finish(self.order, orders.FAILED, outcome, outcome["message"], self.settings)
+        log.warning("stopping job %s (%s)", self.order["jobId"], reason)
+        ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(self.main_thread), ctypes.py_object(JobInterrupted))
+        if not self.done.wait(self.settings.timeout_grace):
+            log.error("job %s ignored the stop request; killing its process", self.order["jobId"])
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+def interpret(result: Any) -> tuple[dict[str, Any], str, str]:
+    """Turn what ``run`` returned into (Outcome, final state, history note)."""
+    if not isinstance(result, dict):
+        exc = TypeError(f"run() returned {type(result).__name__}, expected a dict of outcome fields "
+                        "such as {'status': 200, 'loss': 0.1, 'metric': 0.9}")
+        return error_outcome(exc), orders.FAILED, "script returned no outcome"
+    outcome = json_safe(result)
+    outcome.setdefault("status", 200)
+    try:
+        status = int(outcome["status"])
+    except (TypeError, ValueError):
+        status = 500
+    if status >= 400:
+        outcome.setdefault("reason", "rejected")
+        return outcome, orders.FAILED, f"script answered status {outcome['status']}"
+    return outcome, orders.SUCCEEDED, "script finished"
+
+
+def error_outcome(exc: BaseException) -> dict[str, Any]:
+    """An Outcome for a script that raised: type, message and the tail of the traceback."""
+    tb = traceback.format_exception(type(exc), exc, exc.__traceback__)
+    tail = "".join(tb).splitlines()[-TRACEBACK_LINES:]
+    return {"status": 500, "reason": "error", "loss": None, "metric": None,
+            "message": f"{type(exc).__name__}: {exc}",
+            "error": {"type": type(exc).__name__, "message": str(exc), "traceback": "\n".join(tail)}}
+
+
+def json_safe(value: Any) -> Any:
+    """Make a script's values storable: numpy scalars to numbers, NaN/inf to None, unknowns to str."""
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    if isinstance(value, bool) or value is None or isinstance(value, str | datetime):
+        return value
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if hasattr(value, "tolist"):
+        return json_safe(value.tolist())
+    if hasattr(value, "item"):
+        return json_safe(value.item())
+    try:
+        return json.loads(json.dumps(value))
+    except (TypeError, ValueError):
+        return str(value)
+
+
+# --------------------------------------------------------------------------- worker registration
+
+
+def capabilities() -> dict[str, Any]:
+    """What this machine offers, so users can see which worker trains what."""
+    versions = {}
+    for package in ("mlqueue", "celery", "pymongo", "scikit-learn", "pandas", "numpy", "tensorflow"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            continue
+    return {"cpus": os.cpu_count(), "ramGb": round(psutil.virtual_memory().total / 2**30, 1),
+            "gpus": _gpus(), "os": f"{platform.system()} {platform.release()}", "arch": platform.machine(),
+            "python": platform.python_version(), "versions": versions}
+
+
+def _gpus() -> list[str]:
+    if not shutil.which("nvidia-smi"):
+        return []
+    try:
+        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [line.strip() for line in out.splitlines() if line.strip()]
+
+
+def register(name: str, settings: Settings | None = None) -> None:
+    d = store.db(settings)
+    store.durable(lambda: d.workers.update_one(
+        {"name": name},
+        {"$set": {"name": name, "nodeName": name, "host": socket.gethostname(), "pid": os.getpid(),
+                  "capabilities": capabilities(), "online": True, "startedDate": orders.now(),
+                  "lastHeartbeat": orders.now(), "currentJob": None},
+         "$setOnInsert": {"jobsDone": 0, "busySeconds": 0.0, "firstSeen": orders.now()}},
+        upsert=True), "register worker", settings)
+
+
+def _set_current(worker: str, job_id: str | None, settings: Settings) -> None:
+    update: dict[str, Any] = {"$set": {"currentJob": job_id, "lastHeartbeat": orders.now()}}
+    if job_id is None:
+        update["$inc"] = {"jobsDone": 1}
+    try:
+        store.db(settings).workers.update_one({"name": worker}, update)
+    except store.TRANSIENT:
+        log.warning("could not update worker %s status", worker)
+
+
+class WorkerLife:
+    """The worker main process' background duties: heartbeat its Worker document and run a reaper."""
+
+    def __init__(self, name: str, settings: Settings) -> None:
+        self.name = name
+        self.settings = settings
+        self.stop = threading.Event()
+        self.reaper = orders.Reaper(f"reaper@{name}", settings)
+
+    def start(self) -> None:
+        threading.Thread(target=self._beat, name="mlqueue-worker-heartbeat", daemon=True).start()
+        threading.Thread(target=self.reaper.run_forever, args=(self.stop,), name="mlqueue-reaper",
+                         daemon=True).start()
+
+    def _beat(self) -> None:
+        while not self.stop.wait(self.settings.heartbeat_every):
+            try:
+                store.db(self.settings).workers.update_one(
+                    {"name": self.name}, {"$set": {"lastHeartbeat": orders.now(), "online": True}})
+            except store.TRANSIENT as exc:
+                log.warning("worker heartbeat failed: %s", exc)
+
+
+_life: WorkerLife | None = None
+
+
+@signals.worker_ready.connect
+def _on_worker_ready(sender: Any = None, **_: Any) -> None:
+    global _life
+    settings = get_settings()
+    name = getattr(sender, "hostname", None) or socket.gethostname()
+    store.ensure_indexes(settings)
+    register(name, settings)
+    _life = WorkerLife(name, settings)
+    _life.start()
+    log.info("mlqueue worker %s ready (queue %s, store %s)", name, settings.queue, settings.mongo_db)
+
+
+@signals.worker_shutdown.connect
+def _on_worker_shutdown(sender: Any = None, **_: Any) -> None:
+    if _life is None:
+        return
+    _life.stop.set()
+    try:
+        store.db(_life.settings).workers.update_one(
+            {"name": _life.name}, {"$set": {"online": False, "currentJob": None, "stoppedDate": orders.now()}})
+    except store.TRANSIENT:
+        pass
+
+
+@signals.worker_process_init.connect
+def _on_pool_process_init(**_: Any) -> None:
+    """A forked pool process must not reuse its parent's MongoDB sockets."""
+    store.forget_clients()
