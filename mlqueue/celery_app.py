@@ -10,7 +10,7 @@ from typing import Any
 
 from celery import Celery, signals
 
-from mlqueue.settings import get_settings
+from mlqueue.settings import Settings, get_settings
 
 
 def make_app() -> Celery:
@@ -45,6 +45,17 @@ def make_app() -> Celery:
 
 
 app = make_app()
+
+
+def app_for(settings: Settings) -> Celery:
+    """The app, pointed at ``settings``' broker (the HQ learns its URL only after starting Redis)."""
+    if settings.broker_url and app.conf.broker_url != settings.broker_url:
+        if app._pool is not None:
+            app._pool.force_close_all()
+        app._pool = None
+        app.amqp._producer_pool = None
+        app.conf.broker_url = settings.broker_url
+    return app
 
 
 @signals.celeryd_init.connect

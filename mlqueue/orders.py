@@ -135,11 +135,11 @@ def submit(jobs: list[dict[str, Any]], by: str = "cli", settings: Settings | Non
 
 def enqueue(job_id: str, delivery: str, settings: Settings | None = None) -> bool:
     """Send the Celery message for an Order. If the broker is down the reaper sends it later."""
-    from mlqueue.celery_app import app
+    from mlqueue.celery_app import app_for
 
     settings = settings or get_settings()
     try:
-        app.send_task(
+        app_for(settings).send_task(
             "mlqueue.run_order", args=[job_id, delivery], task_id=delivery, queue=settings.queue,
             retry=True, retry_policy={"max_retries": 3, "interval_start": 0.2, "interval_step": 0.5},
         )

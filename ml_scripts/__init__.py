@@ -1,0 +1,1 @@
+"""Job scripts the mlqueue worker runs: each module exposes ``run(job, report) -> outcome``."""

@@ -1,0 +1,110 @@
+"""The job lifecycle end to end with real worker processes: nothing is lost, nothing runs twice."""
+
+from __future__ import annotations
+
+import time
+
+from conftest import LOST_AFTER, Farm, wait_for
+
+
+def test_job_runs_to_one_outcome_with_live_metrics_and_a_registered_worker(farm: Farm) -> None:
+    farm.start_worker("w1")
+    [job_id] = farm.submit({"scriptName": "toy", "projectName": "p", "lr": 0.1, "epochs": 3})
+    order = farm.wait_final(job_id)
+    assert order["state"] == "succeeded"
+    assert [m["epoch"] for m in order["metrics"]] == [1, 2, 3]
+    assert [e["to"] for e in order["history"]] == ["unassigned", "assigned", "running", "succeeded"]
+    outcome = farm.db.outcomes.find_one({"jobId": job_id})
+    assert outcome["status"] == 200 and outcome["loss"] > 0 and 0 < outcome["metric"] < 1
+    assert outcome["worker"].startswith("w1@") and outcome["attempt"] == 1
+    assert outcome["script"]["name"] == "toy" and len(outcome["script"]["sha256"]) == 64
+    assert outcome["durationSeconds"] >= 0
+    worker = farm.db.workers.find_one({"name": outcome["worker"]})
+    assert worker["capabilities"]["cpus"] >= 1 and worker["capabilities"]["python"]
+    assert worker["jobsDone"] == 1 and worker["currentJob"] is None
+
+
+def test_script_error_fails_the_job_with_traceback_and_worker_goes_on(farm: Farm) -> None:
+    farm.start_worker("w1")
+    bad, good = farm.submit({"scriptName": "toy", "raiseError": "diverged at epoch 7"},
+                            {"scriptName": "toy", "x": 1.0})
+    failed = farm.wait_final(bad)
+    assert failed["state"] == "failed"
+    outcome = farm.db.outcomes.find_one({"jobId": bad})
+    assert outcome["reason"] == "error"
+    assert outcome["error"]["type"] == "RuntimeError"
+    assert outcome["error"]["message"] == "diverged at epoch 7"
+    assert "toy.py" in outcome["error"]["traceback"]
+    assert farm.wait_final(good)["state"] == "succeeded"
+
+
+def test_job_past_its_time_limit_is_killed_and_fails_with_timeout(farm: Farm) -> None:
+    farm.start_worker("w1")
+    slow, after = farm.submit({"scriptName": "toy", "epochs": 100, "sleepSeconds": 100, "timeLimit": 1.5},
+                              {"scriptName": "toy", "x": 2.0})
+    order = farm.wait_final(slow, timeout=60)
+    assert order["state"] == "failed"
+    outcome = farm.db.outcomes.find_one({"jobId": slow})
+    assert outcome["reason"] == "timeout" and outcome["status"] == 504
+    assert len(order["metrics"]) < 100
+    assert farm.wait_final(after)["state"] == "succeeded"
+
+
+def test_script_that_blocks_in_one_call_is_killed_at_its_time_limit(farm: Farm) -> None:
+    farm.start_worker("w1")
+    stuck, after = farm.submit({"scriptName": "toy", "sleepSeconds": 300, "timeLimit": 1},
+                               {"scriptName": "toy", "x": 3.0})
+    assert farm.wait_final(stuck, timeout=60)["outcome"]["reason"] == "timeout"
+    assert farm.wait_final(after, timeout=60)["state"] == "succeeded"
+    assert farm.db.outcomes.count_documents({"jobId": stuck}) == 1
+
+
+def test_poison_pill_stops_after_max_attempts_with_reason_lost(farm: Farm) -> None:
+    farm.start_worker("w1")
+    pill, after = farm.submit({"scriptName": "toy", "crashWorker": True, "maxAttempts": 2},
+                              {"scriptName": "toy", "x": 4.0})
+    order = farm.wait_final(pill, timeout=120)
+    assert order["state"] == "failed"
+    assert order["outcome"]["reason"] == "lost"
+    assert order["attempts"] == 2 or order["attempts"] == 3  # the give-up claim may count as one
+    assert farm.db.outcomes.count_documents({"jobId": pill}) == 1
+    assert farm.wait_final(after, timeout=60)["state"] == "succeeded"
+
+
+def test_worker_killed_mid_job_is_rerun_elsewhere_with_exactly_one_outcome(farm: Farm) -> None:
+    first = farm.start_worker("w1")
+    [job_id] = farm.submit({"scriptName": "toy", "epochs": 20, "sleepSeconds": 6, "y": 1.5})
+    wait_for(lambda: len(farm.order(job_id).get("metrics", [])) >= 2, what="job to make progress on w1")
+    farm.kill_worker(first)
+    farm.start_worker("w2")
+    order = farm.wait_final(job_id, timeout=120)
+    assert order["state"] == "succeeded"
+    assert order["attempts"] == 2
+    assert order["outcome"]["worker"].startswith("w2@")
+    assert any("lost" in e["why"] and "w1@" in e["why"] for e in order["history"])
+    assert farm.db.outcomes.count_documents({"jobId": job_id}) == 1
+
+
+def test_long_job_with_a_live_worker_is_never_delivered_twice(farm: Farm) -> None:
+    farm.start_worker("w1")
+    farm.start_worker("w2")
+    [job_id] = farm.submit({"scriptName": "toy", "epochs": 10, "sleepSeconds": LOST_AFTER * 3, "z": 0.0})
+    order = farm.wait_final(job_id, timeout=90)
+    assert order["state"] == "succeeded" and order["attempts"] == 1
+    assert [e["to"] for e in order["history"] if e["to"]] == ["unassigned", "assigned", "running", "succeeded"]
+
+
+def test_cancelling_a_running_job_stops_it_and_frees_the_worker(farm: Farm) -> None:
+    from mlqueue import orders
+
+    farm.start_worker("w1")
+    running, after = farm.submit({"scriptName": "toy", "epochs": 600, "sleepSeconds": 600},
+                                 {"scriptName": "toy", "x": 5.0})
+    wait_for(lambda: farm.order(running)["state"] == "running", what="job to start")
+    orders.cancel(running, by="test", settings=farm.settings)
+    assert farm.wait_final(after, timeout=60)["state"] == "succeeded"
+    order = farm.order(running)
+    assert order["state"] == "cancelled" and order["outcome"]["reason"] == "cancelled"
+    time.sleep(LOST_AFTER)
+    assert farm.order(running)["state"] == "cancelled"
+    assert farm.db.outcomes.count_documents({"jobId": running}) == 1
