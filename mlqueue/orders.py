@@ -177,6 +177,10 @@ def claim(job_id: str, delivery: str, worker: str, settings: Settings | None = N
         log.warning("message for unknown job %s ignored", job_id)
         return None
     why = _holder_gone(current, delivery, host, settings)
+    if why and current.get("attempts", 0) >= current.get("maxAttempts", settings.max_attempts):
+        _close(current, FAILED, "lost", f"attempt {current['attempts']} lost ({why}); gave up after "
+               f"{current['attempts']} attempts (maxAttempts)", worker, settings)
+        return None
     if why:
         order = _move(
             {"jobId": job_id, "delivery": delivery, "state": current["state"], "pid": current.get("pid"),
@@ -430,12 +434,3 @@ class Reaper:
         if moved:
             enqueue(order["jobId"], delivery, self.settings)
         return "lost"
-
-
-def give_up_if_exhausted(order: dict[str, Any], settings: Settings | None = None) -> bool:
-    """Refuse a claim that went past the Job's ``maxAttempts`` (a poison pill killing its workers)."""
-    if order.get("attempts", 0) <= order.get("maxAttempts", 3):
-        return False
-    _close(order, FAILED, "lost", f"gave up: the job's worker process died {order['attempts'] - 1} times "
-           f"(maxAttempts {order['maxAttempts']})", order["worker"], settings)
-    return True

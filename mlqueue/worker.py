@@ -57,8 +57,6 @@ def execute(job_id: str, delivery: str, worker: str, settings: Settings | None =
     order = orders.claim(job_id, delivery, worker, settings)
     if order is None:
         return "ignored"
-    if orders.give_up_if_exhausted(order, settings):
-        return "gave-up"
     job = store.durable(lambda: store.db(settings).jobs.find_one({"_id": ObjectId(job_id)}), "read job", settings)
     try:
         script = scripts.resolve(job["scriptName"], settings)
