@@ -640,6 +640,12 @@ def _control_callbacks(cfg: NNConfig, weights_path: Path | None) -> list[Any]:
     return callbacks
 
 
+def _predict(model: Any, x: np.ndarray, chunk: int = 65536) -> np.ndarray:
+    """Predictions as a flat array; direct calls avoid ``predict``'s per-model retracing."""
+    parts = [np.asarray(model(x[start:start + chunk], training=False)) for start in range(0, len(x), chunk)]
+    return np.concatenate(parts).reshape(-1) if parts else np.zeros(0, dtype="float32")
+
+
 @dataclass
 class FitResult:
     """What one trained split contributes to the outcome."""
@@ -667,11 +673,12 @@ def train_split(cfg: NNConfig, prepared: Prepared, report: Report, fold: int | N
     callbacks = _epoch_callbacks(model, prepared, report, fold) + _control_callbacks(cfg, weights_path)
     started = time.perf_counter()
     history = model.fit(_training_dataset(prepared.fit_x, prepared.fit_y, batch, cfg.seed), epochs=cfg.epochs,
-                        steps_per_epoch=math.ceil(len(prepared.fit_x) / batch), callbacks=callbacks, verbose=0)
+                        steps_per_epoch=math.ceil(len(prepared.fit_x) / batch), callbacks=callbacks,
+                        shuffle=False, verbose=0)
     seconds = time.perf_counter() - started
     if weights_path is not None and cfg.save_weights_at_end:
         model.save_weights(str(weights_path))
-    predicted = model.predict(prepared.score_x, batch_size=8192, verbose=0).reshape(-1)
+    predicted = _predict(model, prepared.score_x)
     actual = prepared.score_y.reshape(-1)
     return FitResult(
         history={key: [float(v) for v in values] for key, values in history.history.items()},

@@ -1,6 +1,6 @@
 """The job lifecycle, in one place: every state an Order can be in and every way it moves.
 
-    unassigned -> assigned -> running -> succeeded | failed | cancelled
+    unassigned -> assigned -> running -> succeeded | failed | cancelled | pruned
          ^___________|___________|  (lost: no heartbeat -> back to unassigned, or failed at maxAttempts)
 
 Each move is one atomic, conditional update of the Order document ("only if it is still in the state
@@ -33,10 +33,10 @@ from mlqueue.settings import Settings, get_settings
 log = logging.getLogger(__name__)
 
 UNASSIGNED, ASSIGNED, RUNNING = "unassigned", "assigned", "running"
-SUCCEEDED, FAILED, CANCELLED = "succeeded", "failed", "cancelled"
+SUCCEEDED, FAILED, CANCELLED, PRUNED = "succeeded", "failed", "cancelled", "pruned"
 ACTIVE = (UNASSIGNED, ASSIGNED, RUNNING)
 HELD = (ASSIGNED, RUNNING)
-FINAL = (SUCCEEDED, FAILED, CANCELLED)
+FINAL = (SUCCEEDED, FAILED, CANCELLED, PRUNED)
 STATES = ACTIVE + FINAL
 
 # Outcome ``status`` for outcomes mlqueue writes itself (a script's own status is kept as it returned it).
@@ -232,19 +232,36 @@ def heartbeat(order: dict[str, Any], settings: Settings | None = None) -> bool:
     return result.matched_count == 1
 
 
-def record_metrics(order: dict[str, Any], metrics: dict[str, Any], settings: Settings | None = None) -> bool:
-    """Store one intermediate report on the Order. False if this attempt no longer owns it."""
+def record_metrics(order: dict[str, Any], metrics: dict[str, Any], settings: Settings | None = None) -> str:
+    """Store one intermediate report on the Order.
+
+    Returns "ok", "lost" (this attempt no longer owns the Order) or "stop" (someone, e.g. a sweep's
+    pruner, asked this Job to end early: see ``request_stop``).
+    """
     point = {"at": now(), **metrics}
-    result = store.durable(
-        lambda: store.db(settings).orders.update_one(
+    after = store.durable(
+        lambda: store.db(settings).orders.find_one_and_update(
             _gate(order),
             {"$push": {"metrics": {"$each": [point], "$slice": -METRICS_KEPT}},
              "$set": {"latestMetrics": point, "heartbeatAt": now()}},
+            projection={"stopRequested": 1}, return_document=ReturnDocument.AFTER,
         ),
         "record metrics",
         settings,
     )
-    return result.matched_count == 1
+    if after is None:
+        return "lost"
+    return "stop" if after.get("stopRequested") else "ok"
+
+
+def request_stop(job_id: str, why: str, by: str, settings: Settings | None = None) -> bool:
+    """Ask a running Job to end early at its next report (pruning); it ends in state ``pruned``."""
+    result = store.db(settings).orders.update_one(
+        {"jobId": job_id, "state": {"$in": list(ACTIVE)}, "stopRequested": {"$in": [None, False]}},
+        {"$set": {"stopRequested": why},
+         "$push": {"history": {"at": now(), "to": None, "by": by, "why": f"stop requested: {why}"}}},
+    )
+    return result.modified_count == 1
 
 
 def finish(

@@ -42,6 +42,10 @@ class JobInterrupted(BaseException):
     """Raised inside a running script to stop it (BaseException: a script's ``except Exception`` can't eat it)."""
 
 
+class JobPruned(JobInterrupted):
+    """Raised from ``report`` when the Job was asked to stop early; its partial results are kept."""
+
+
 # --------------------------------------------------------------------------- the task
 
 
@@ -90,6 +94,7 @@ class Attempt:
         self.order = order
         self.settings = settings
         self.stop_reason: str | None = None
+        self.last_metrics: dict[str, Any] = {}
         self.done = threading.Event()
         self.main_thread = threading.get_ident()
         self.started = time.monotonic()
@@ -102,6 +107,8 @@ class Attempt:
         try:
             result = module.run(job, self.report)
             outcome, state, why = interpret(result)
+        except JobPruned as stop:
+            outcome, state, why = self._pruned_outcome(str(stop)), orders.PRUNED, f"stopped early: {stop}"
         except JobInterrupted:
             outcome = None
         except Exception as exc:  # noqa: BLE001 - a crashing script is an Outcome, not a worker crash
@@ -118,9 +125,20 @@ class Attempt:
         """Given to the script: store intermediate metrics on the Order as they come."""
         if self.stop_reason:
             raise JobInterrupted(self.stop_reason)
-        if not orders.record_metrics(self.order, json_safe(metrics), self.settings):
+        metrics = json_safe(metrics)
+        answer = orders.record_metrics(self.order, metrics, self.settings)
+        if answer == "lost":
             self.stop_reason = "released"
             raise JobInterrupted("this attempt no longer holds the order")
+        self.last_metrics = metrics
+        if answer == "stop":
+            raise JobPruned("pruned")
+
+    def _pruned_outcome(self, why: str) -> dict[str, Any]:
+        """A pruned Job's Outcome: the last reported metrics stand in for the final ones."""
+        last = dict(self.last_metrics)
+        return {**last, "status": 200, "reason": "pruned", "pruned": True, "message": why,
+                "loss": last.get("loss"), "metric": last.get("metric")}
 
     def _timing(self) -> dict[str, Any]:
         return {"durationSeconds": round(time.monotonic() - self.started, 3),

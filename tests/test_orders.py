@@ -62,7 +62,7 @@ def test_late_result_from_a_worker_presumed_dead_is_discarded(farm: Farm) -> Non
     requeued = farm.order(job_id)
     assert requeued["state"] == "unassigned" and requeued["delivery"] != old["delivery"]
     new = _claim_and_start(farm, job_id, "wB")
-    assert not orders.record_metrics(old, {"epoch": 9}, farm.settings)
+    assert orders.record_metrics(old, {"epoch": 9}, farm.settings) == "lost"
     assert not orders.heartbeat(old, farm.settings)
     assert not orders.finish(old, orders.SUCCEEDED, {"loss": 9.9}, "late", farm.settings)
     assert orders.finish(new, orders.SUCCEEDED, {"loss": 1.1}, "done", farm.settings)

@@ -108,3 +108,17 @@ def test_cancelling_a_running_job_stops_it_and_frees_the_worker(farm: Farm) -> N
     time.sleep(LOST_AFTER)
     assert farm.order(running)["state"] == "cancelled"
     assert farm.db.outcomes.count_documents({"jobId": running}) == 1
+
+
+def test_stop_request_prunes_a_reporting_job_keeping_partial_metrics(farm: Farm) -> None:
+    from mlqueue import orders
+
+    farm.start_worker("w1")
+    [job_id] = farm.submit({"scriptName": "toy", "epochs": 200, "sleepSeconds": 40, "q": 1.0})
+    wait_for(lambda: len(farm.order(job_id).get("metrics", [])) >= 3, what="job to report")
+    assert orders.request_stop(job_id, "worse than the median", "test", farm.settings)
+    order = farm.wait_final(job_id, timeout=30)
+    assert order["state"] == "pruned"
+    outcome = farm.db.outcomes.find_one({"jobId": job_id})
+    assert outcome["pruned"] is True and outcome["epoch"] >= 3 and outcome["loss"] is not None
+    assert len(order["metrics"]) < 200

@@ -1,0 +1,36 @@
+# mlqueue — two commands on a fresh machine: `make run` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+DEMO_HOME ?= $(CURDIR)/.mlqueue-demo
+STAMP := $(VENV)/.installed
+
+.PHONY: install run stop test bench lint clean
+
+$(STAMP): setup.cfg pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet -e '.[ml,test]'
+	touch $(STAMP)
+
+install: $(STAMP) ## create .venv and install mlqueue with everything it needs
+
+run: $(STAMP) ## start the HQ + a local worker, run the demo, print where to look
+	$(PY) -m mlqueue.demo --home $(DEMO_HOME)
+
+stop: ## stop what `make run` started
+	-$(PY) -m mlqueue.demo --home $(DEMO_HOME) --stop
+
+test: $(STAMP) ## the whole test suite against real servers and workers
+	$(PY) -m pytest -q
+
+bench: $(STAMP) ## benchmarks; figures are printed and saved in bench/results/
+	$(PY) bench/throughput.py
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check mlqueue ml_scripts tests bench
+
+clean: stop
+	rm -rf $(VENV) $(DEMO_HOME) *.egg-info
