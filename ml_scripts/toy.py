@@ -10,11 +10,15 @@ Control fields (not hyperparameters) reproduce every failure path by hand:
   ``sleepSeconds``  total time to spend (spread over the epochs)
   ``raiseError``    raise RuntimeError with this message
   ``crashWorker``   kill the worker process abruptly (SIGKILL, as a segfault would)
+  ``printLines``    print that many lines (to see a Job's log)
+  ``writeArtifact`` save the "model" (its hyperparameters) as an artifact file
+With a ``dataFileName`` it counts the dataset's lines (``dataRows``), proving the data arrived.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import random
 import signal
@@ -23,7 +27,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-CONTROL = {"epochs", "sleepSeconds", "raiseError", "crashWorker", "noise", "seed", "timeLimit", "maxAttempts"}
+CONTROL = {"epochs", "sleepSeconds", "raiseError", "crashWorker", "noise", "seed", "timeLimit", "maxAttempts",
+           "printLines", "writeArtifact"}
 
 
 class Params(BaseModel):
@@ -37,6 +42,8 @@ class Params(BaseModel):
     crashWorker: bool = False
     noise: float = Field(default=0.01, ge=0)
     seed: int | None = None
+    printLines: int = Field(default=0, ge=0)
+    writeArtifact: bool = False
 
 
 def optimum(name: str) -> float:
@@ -64,13 +71,23 @@ def run(job: dict[str, Any], report: Any) -> dict[str, Any]:
         report(epoch=epoch, loss=final + 10.0 / epoch)
     if not params.epochs and params.sleepSeconds:
         time.sleep(params.sleepSeconds)
+    for line in range(params.printLines):
+        print(f"toy line {line + 1} of {params.printLines}", flush=True)
     if params.raiseError:
         raise RuntimeError(params.raiseError)
-    return {"status": 200, "loss": final, "metric": 1.0 / (1.0 + final), "epochsRun": params.epochs}
+    outcome = {"status": 200, "loss": final, "metric": 1.0 / (1.0 + final), "epochsRun": params.epochs}
+    if job.get("dataPath"):
+        with open(job["dataPath"], "rb") as fh:
+            outcome["dataRows"] = sum(1 for _ in fh)
+    if params.writeArtifact and job.get("writePath"):
+        path = os.path.join(job["writePath"], "toy_model.json")
+        with open(path, "w") as fh:
+            json.dump({k: v for k, v in job.items() if k not in ("dataPath", "writePath")}, fh)
+        outcome["artifacts"] = [{"name": "toy_model.json", "path": path}]
+    return outcome
 
 
 if __name__ == "__main__":
-    import json
     import sys
 
     print(json.dumps(run(json.loads(sys.argv[1]), lambda **_: None)))

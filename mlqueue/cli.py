@@ -82,7 +82,10 @@ def submit(paths: tuple[str, ...], wait: bool, timeout: float | None) -> None:
     except jobs.JobError as exc:
         _fail(str(exc))
     get_settings().require_urls()
-    ids = orders.submit(valid, by=f"cli@{os.uname().nodename}")
+    try:
+        ids = orders.submit(valid, by=f"cli@{os.uname().nodename}")
+    except jobs.JobError as exc:
+        _fail(str(exc))
     for job_id, job in zip(ids, valid, strict=True):
         click.echo(f"submitted {job_id}  {job['scriptName']}")
     if wait:
@@ -220,6 +223,8 @@ def show(job_id: str, fmt: str) -> None:
     click.echo("history:")
     for event in order.get("history", []):
         click.echo(f"  {event['at']:%Y-%m-%d %H:%M:%S}  {event.get('to') or '':10} {event.get('by')}: {event['why']}")
+    for line in order.get("log", [])[-20:]:
+        click.echo(f"  | {line['line']}")
     if order.get("latestMetrics"):
         click.echo("latest metrics: " + tables.to_json(order["latestMetrics"]))
     if order.get("outcome"):
@@ -252,6 +257,86 @@ def requeue(job_id: str) -> None:
     except orders.OrderError as exc:
         _fail(str(exc))
     click.echo(f"requeued as {new_id}" if new_id != job_id else f"requeued {job_id}")
+
+
+@main.group()
+def data() -> None:
+    """Datasets in the HQ's store: every worker fetches (and caches) what its Jobs name."""
+
+
+@data.command("push")
+@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--project", default="default", show_default=True, help="Project the dataset belongs to "
+              "(Jobs name data by projectName + dataFileName).")
+@click.option("--name", default=None, help="Store under this name instead of the file's own (one file only).")
+def data_push(files: tuple[Path, ...], project: str, name: str | None) -> None:
+    """Upload FILES as datasets; pushing changed content again makes a new version."""
+    from mlqueue import datasets
+
+    get_settings().require_urls()
+    if name and len(files) > 1:
+        _fail("--name only makes sense with one file")
+    for file in files:
+        meta = datasets.push(file, project, name)
+        click.echo(f"{project}/{meta['name']}  version {meta.get('version', '?')}  {meta['size']} bytes  "
+                   f"sha256 {meta['sha256'][:12]}")
+
+
+@data.command("ls")
+@click.option("--project", default=None, help="Only this project's datasets.")
+@click.option("--format", "fmt", type=click.Choice(tables.FORMATS), default="table", show_default=True)
+def data_ls(project: str | None, fmt: str) -> None:
+    """List datasets (newest version of each)."""
+    from mlqueue import datasets
+
+    get_settings().require_urls()
+    rows = datasets.listing(project)
+    columns = ["project", "name", "size", "sha256", "uploadDate", "source"]
+    click.echo(tables.to_json(rows) if fmt == "json" else
+               tables.to_csv(rows, columns) if fmt == "csv" else tables.table(rows, columns))
+
+
+@data.command("pull")
+@click.argument("name")
+@click.option("--project", default="default", show_default=True)
+@click.option("-o", "--output", type=click.Path(path_type=Path), default=Path("."), show_default=True,
+              help="File or directory to write to.")
+def data_pull(name: str, project: str, output: Path) -> None:
+    """Download a dataset's newest version."""
+    from mlqueue import datasets
+
+    get_settings().require_urls()
+    try:
+        click.echo(str(datasets.pull(project, name, output)))
+    except datasets.DatasetError as exc:
+        _fail(str(exc))
+
+
+@main.command()
+@click.argument("job_id")
+@click.option("--get", "name", default=None, help="Download the artifact with this name (or 'all').")
+@click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), default=Path("."),
+              show_default=True, help="Directory to download into.")
+def artifacts(job_id: str, name: str | None, output: Path) -> None:
+    """List a Job's artifacts (e.g. model weights), or download them with --get."""
+    from mlqueue import artifacts as job_artifacts
+    from mlqueue import orders
+
+    get_settings().require_urls()
+    try:
+        full_id = orders.get(job_id)["jobId"]
+    except orders.OrderError as exc:
+        _fail(str(exc))
+    found = job_artifacts.for_job(full_id)
+    if not name:
+        click.echo(tables.table(found, ["name", "size", "fileId", "sha256"]))
+        return
+    chosen = [a for a in found if name in ("all", a["name"])]
+    if not chosen:
+        _fail(f"job {full_id} has no artifact {name!r}; it has: {', '.join(a['name'] for a in found) or 'none'}")
+    output.mkdir(parents=True, exist_ok=True)
+    for item in chosen:
+        click.echo(str(job_artifacts.download(item["fileId"], output)))
 
 
 @main.command(context_settings={"ignore_unknown_options": True})

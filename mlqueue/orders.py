@@ -42,6 +42,7 @@ STATES = ACTIVE + FINAL
 # Outcome ``status`` for outcomes mlqueue writes itself (a script's own status is kept as it returned it).
 STATUS_FOR_REASON = {"error": 500, "lost": 500, "timeout": 504, "cancelled": 499}
 METRICS_KEPT = 20000
+LOG_LINES_KEPT = 5000
 
 
 def now() -> datetime:
@@ -98,7 +99,10 @@ def _note(job_id: str, by: str, why: str, settings: Settings | None = None) -> N
 
 def submit(jobs: list[dict[str, Any]], by: str = "cli", settings: Settings | None = None) -> list[str]:
     """Store validated Jobs with their Orders, then queue them. Returns the new Job ids."""
+    from mlqueue import datasets
+
     settings = settings or get_settings()
+    datasets.require(jobs, settings)
     d = store.db(settings)
     created = now()
     ids = []
@@ -124,6 +128,7 @@ def submit(jobs: list[dict[str, Any]], by: str = "cli", settings: Settings | Non
             "outcomeStored": False,
             "history": [_event(UNASSIGNED, by, "submitted")],
             "metrics": [],
+            "log": [],
         }
         store.durable(lambda order=order: d.orders.insert_one(order), "store order", settings)
         ids.append(job_id)
@@ -252,6 +257,14 @@ def record_metrics(order: dict[str, Any], metrics: dict[str, Any], settings: Set
     if after is None:
         return "lost"
     return "stop" if after.get("stopRequested") else "ok"
+
+
+def append_log(order: dict[str, Any], lines: list[dict[str, Any]], settings: Settings | None = None) -> None:
+    """Append a script's output lines to its Order (the last ``LOG_LINES_KEPT`` are kept)."""
+    store.db(settings).orders.update_one(
+        {"jobId": order["jobId"], "delivery": order["delivery"]},
+        {"$push": {"log": {"$each": lines, "$slice": -LOG_LINES_KEPT}}},
+    )
 
 
 def request_stop(job_id: str, why: str, by: str, settings: Settings | None = None) -> bool:

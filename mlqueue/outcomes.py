@@ -36,7 +36,7 @@ def results(
     order_query: dict[str, Any] = dict(query or {})
     if state:
         order_query["state"] = state
-    order_docs = list(d.orders.find(order_query, {"metrics": 0, "history": 0}))
+    order_docs = list(d.orders.find(order_query, {"metrics": 0, "history": 0, "log": 0}))
     job_ids = [o["jobId"] for o in order_docs]
     jobs = {str(j["_id"]): j for j in d.jobs.find({"_id": {"$in": [ObjectId(i) for i in job_ids]}})}
     outs = {o["jobId"]: o for o in d.outcomes.find({"jobId": {"$in": job_ids}}, {"_id": 0})}

@@ -10,6 +10,7 @@ kills itself (Celery replaces it, and re-delivers the message, which ``orders.cl
 from __future__ import annotations
 
 import ctypes
+import io
 import json
 import logging
 import math
@@ -19,18 +20,20 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 import traceback
 from datetime import datetime
 from importlib import metadata
+from pathlib import Path
 from typing import Any
 
 import psutil
 from bson import ObjectId
 from celery import signals
 
-from mlqueue import orders, scripts, store
+from mlqueue import artifacts, datasets, orders, scripts, store
 from mlqueue.celery_app import app
 from mlqueue.settings import Settings, get_settings
 
@@ -74,9 +77,16 @@ def execute(job_id: str, delivery: str, worker: str, settings: Settings | None =
     if running is None:
         return "ignored"
     _set_current(worker, job_id, settings)
+    workspace = Workspace(running, settings)
     try:
-        return Attempt(running, settings).run(module, _script_job(job))
+        try:
+            script_job = workspace.prepare(_script_job(job))
+        except Exception as exc:  # noqa: BLE001 - e.g. a dataset deleted after submit: this Job's failure
+            orders.finish(running, orders.FAILED, error_outcome(exc), "inputs could not be prepared", settings)
+            return "failed"
+        return Attempt(running, settings, workspace).run(module, script_job)
     finally:
+        workspace.cleanup()
         _set_current(worker, None, settings)
 
 
@@ -87,12 +97,88 @@ def _script_job(job: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-class Attempt:
-    """One run of a script for one Order, with its heartbeat, deadline and stop handling."""
+class Workspace:
+    """A Job's working directory: its datasets fetched in, the files it writes collected out."""
 
     def __init__(self, order: dict[str, Any], settings: Settings) -> None:
         self.order = order
         self.settings = settings
+        self.project = order.get("projectName", "default")
+        self.dir = Path(settings.home) / "work" / f"{order['jobId']}-{order['attempts']}"
+
+    def prepare(self, job: dict[str, Any]) -> dict[str, Any]:
+        """Fill in ``dataPath``/``dataPaths`` (local cached copies) and an empty ``writePath``."""
+        shutil.rmtree(self.dir, ignore_errors=True)
+        (self.dir / "out").mkdir(parents=True)
+        cache = datasets.Cache(self.settings)
+        if isinstance(job.get("dataFileName"), str) and job["dataFileName"]:
+            job["dataPath"] = str(cache.path_for(self.project, job["dataFileName"]))
+        if isinstance(job.get("dataFileNames"), list):
+            job["dataPaths"] = [str(cache.path_for(self.project, n)) for n in job["dataFileNames"]]
+        job["writePath"] = str(self.dir / "out")
+        return job
+
+    def collect(self, outcome: dict[str, Any]) -> dict[str, Any]:
+        """Upload the files the Outcome lists; keep their store ids in the Outcome instead of paths."""
+        if isinstance(outcome.get("artifacts"), list):
+            outcome["artifacts"] = [self._upload_artifact(a) for a in outcome["artifacts"]]
+        if isinstance(outcome.get("datasets"), list):
+            outcome["datasets"] = [self._push_dataset(d) for d in outcome["datasets"]]
+        return outcome
+
+    def _upload_artifact(self, item: Any) -> Any:
+        path = Path(item.get("path", "")) if isinstance(item, dict) else None
+        if not path or not path.is_file():
+            return {**(item if isinstance(item, dict) else {"value": item}), "error": "file not found"}
+        return artifacts.upload(self.order["jobId"], path, item.get("name"), self.settings)
+
+    def _push_dataset(self, item: Any) -> Any:
+        path = Path(item.get("path", "")) if isinstance(item, dict) else None
+        if not path or not path.is_file():
+            return {**(item if isinstance(item, dict) else {"value": item}), "error": "file not found"}
+        project = item.get("project") or self.project
+        meta = datasets.push(path, project, item.get("fileName") or path.name,
+                             source=f"job {self.order['jobId']}", settings=self.settings)
+        return {"project": project, "fileName": meta["name"], "sha256": meta["sha256"], "size": meta["size"]}
+
+    def cleanup(self) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class LogSink(io.TextIOBase):
+    """Tees a script's stdout/stderr to the worker's own stream and, in batches, to the Order's log."""
+
+    def __init__(self, stream: Any, stream_name: str, buffer: list[dict[str, Any]], lock: threading.Lock) -> None:
+        self.stream, self.stream_name, self.buffer, self.lock = stream, stream_name, buffer, lock
+        self.partial = ""
+
+    def write(self, text: str) -> int:
+        try:
+            self.stream.write(text)
+        except Exception:  # noqa: BLE001 - the worker's own stream failing must not fail the job
+            pass
+        with self.lock:
+            self.partial += text
+            *lines, self.partial = self.partial.split("\n")
+            self.buffer.extend({"at": orders.now(), "stream": self.stream_name, "line": ln[:2000]} for ln in lines)
+        return len(text)
+
+    def flush(self) -> None:
+        try:
+            self.stream.flush()
+        except Exception:  # noqa: BLE001
+            pass
+
+
+class Attempt:
+    """One run of a script for one Order, with its heartbeat, deadline and stop handling."""
+
+    def __init__(self, order: dict[str, Any], settings: Settings, workspace: Workspace | None = None) -> None:
+        self.order = order
+        self.settings = settings
+        self.workspace = workspace
+        self.log_lines: list[dict[str, Any]] = []
+        self.log_lock = threading.Lock()
         self.stop_reason: str | None = None
         self.last_metrics: dict[str, Any] = {}
         self.done = threading.Event()
@@ -104,6 +190,9 @@ class Attempt:
         watch = threading.Thread(target=self._watch, name="mlqueue-watch", daemon=True)
         watch.start()
         state, why = orders.FAILED, "script raised an error"
+        saved = sys.stdout, sys.stderr
+        sys.stdout = LogSink(saved[0], "stdout", self.log_lines, self.log_lock)
+        sys.stderr = LogSink(saved[1], "stderr", self.log_lines, self.log_lock)
         try:
             result = module.run(job, self.report)
             outcome, state, why = interpret(result)
@@ -114,12 +203,26 @@ class Attempt:
         except Exception as exc:  # noqa: BLE001 - a crashing script is an Outcome, not a worker crash
             outcome = error_outcome(exc)
         finally:
+            sys.stdout, sys.stderr = saved
             self.done.set()
+            self.flush_log()
         if self.stop_reason or outcome is None:
             return self.stop_reason or "interrupted"
         outcome.update(self._timing())
+        if self.workspace:
+            outcome = self.workspace.collect(outcome)
         orders.finish(self.order, state, outcome, why, self.settings)
         return state
+
+    def flush_log(self) -> None:
+        """Send buffered output lines to the Order (from the watch thread, and once at the end)."""
+        with self.log_lock:
+            lines, self.log_lines[:] = list(self.log_lines), []
+        if lines:
+            try:
+                orders.append_log(self.order, lines, self.settings)
+            except store.TRANSIENT as exc:
+                log.warning("could not store %d log lines: %s", len(lines), exc)
 
     def report(self, **metrics: Any) -> None:
         """Given to the script: store intermediate metrics on the Order as they come."""
@@ -153,6 +256,7 @@ class Attempt:
                                                                 f"killed: time limit {limit:g}s exceeded"),
                                        **self._timing()})
                 return
+            self.flush_log()
             try:
                 still_ours = orders.heartbeat(self.order, self.settings)
             except store.TRANSIENT as exc:
