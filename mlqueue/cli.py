@@ -339,6 +339,39 @@ def artifacts(job_id: str, name: str | None, output: Path) -> None:
         click.echo(str(job_artifacts.download(item["fileId"], output)))
 
 
+@main.group("scripts")
+def scripts_group() -> None:
+    """Scripts Jobs can run: built-in ml_scripts/ plus your own, pushed once to reach every worker."""
+
+
+@scripts_group.command("push")
+@click.argument("path", type=click.Path(exists=True, path_type=Path))
+@click.option("--name", default=None, help="Name Jobs use in scriptName (default: file stem or folder name).")
+def scripts_push(path: Path, name: str | None) -> None:
+    """Store a script file or folder (with main.py) in the HQ; workers fetch it by content hash."""
+    from mlqueue import scripts
+
+    get_settings().require_urls()
+    try:
+        meta = scripts.push(path, name)
+    except scripts.ScriptNotFound as exc:
+        _fail(str(exc))
+    click.echo(f"pushed {meta['name']} ({meta['kind']}, entry {meta['entry']})  sha256 {meta['sha256'][:12]}  "
+               f"- use \"scriptName\": \"{meta['name']}\" (pin with \"scriptHash\": \"{meta['sha256'][:12]}\")")
+
+
+@scripts_group.command("ls")
+@click.option("--format", "fmt", type=click.Choice(tables.FORMATS), default="table", show_default=True)
+def scripts_ls(fmt: str) -> None:
+    """List the scripts a Job may name (pushed ones override built-in files of the same name)."""
+    from mlqueue import scripts
+
+    rows = scripts.available()
+    columns = ["name", "source", "kind", "sha256"]
+    click.echo(tables.to_json(rows) if fmt == "json" else
+               tables.to_csv(rows, columns) if fmt == "csv" else tables.table(rows, columns, max_width=14))
+
+
 @main.command(context_settings={"ignore_unknown_options": True})
 @click.argument("celery_args", nargs=-1, type=click.UNPROCESSED)
 def worker(celery_args: tuple[str, ...]) -> None:

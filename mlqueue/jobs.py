@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -32,6 +32,9 @@ class JobSpec(BaseModel):
     timeLimit: float | None = Field(default=None, gt=0, description="seconds before the Job is killed")
     maxAttempts: int | None = Field(default=None, ge=1, le=100, description="runs before giving up")
     sweepId: str | None = None
+    scriptHash: str | None = Field(default=None, min_length=6, description="pin a pushed script version")
+    scriptMode: Literal["module", "subprocess"] | None = None
+    scriptArgs: Literal["job", "positional"] | None = None
 
 
 def _field_path(loc: tuple[Any, ...]) -> str:
@@ -58,7 +61,7 @@ def validate(document: Any, where: str = "job", settings: Settings | None = None
     except ValidationError as exc:
         raise JobError(_explain(exc, where)) from None
     try:
-        script = scripts.resolve(spec.scriptName, settings)
+        script = scripts.resolve(spec.scriptName, settings, pinned=spec.scriptHash)
     except scripts.ScriptNotFound as exc:
         raise JobError(f"{where}: field 'scriptName': {exc}") from None
     _validate_script_params(script, document, where)
@@ -66,7 +69,12 @@ def validate(document: Any, where: str = "job", settings: Settings | None = None
 
 
 def _validate_script_params(script: scripts.Script, document: dict[str, Any], where: str) -> None:
-    """Let a script with a ``Params`` model refuse wrong hyperparameters before anything is queued."""
+    """Let a script with a ``Params`` model refuse wrong hyperparameters before anything is queued.
+
+    Command-line scripts are never imported here: importing one would run it.
+    """
+    if document.get("scriptMode") == "subprocess" or not script.has_run_function:
+        return
     try:
         module = scripts.load(script)
     except Exception as exc:  # noqa: BLE001 - a broken script file is the user's error to see

@@ -66,8 +66,8 @@ def execute(job_id: str, delivery: str, worker: str, settings: Settings | None =
         return "ignored"
     job = store.durable(lambda: store.db(settings).jobs.find_one({"_id": ObjectId(job_id)}), "read job", settings)
     try:
-        script = scripts.resolve(job["scriptName"], settings)
-        module = scripts.load(script)
+        script = scripts.resolve(job["scriptName"], settings, pinned=job.get("scriptHash"))
+        module = scripts.runner_for(script, job)
     except Exception as exc:  # noqa: BLE001 - any failure to load is this Job's error, not the worker's
         running = orders.start(order, {"name": job["scriptName"]}, settings)
         if running:

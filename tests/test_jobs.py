@@ -40,6 +40,7 @@ def test_unknown_script_names_the_field_and_lists_the_scripts() -> None:
     ({"scriptName": "toy", "sleepSeconds": "abc"}, "sleepSeconds"),
     ({"scriptName": "toy", "crashWorker": "perhaps"}, "crashWorker"),
     ({"scriptName": "../etc/passwd"}, "scriptName"),
+    ({"scriptName": "toy", "scriptMode": "thread"}, "scriptMode"),
 ])
 def test_wrong_fields_are_refused_naming_the_field(doc: dict, field: str) -> None:
     with pytest.raises(jobs.JobError) as err:
