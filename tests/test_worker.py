@@ -82,6 +82,7 @@ def test_worker_killed_mid_job_is_rerun_elsewhere_with_exactly_one_outcome(farm:
     assert order["attempts"] == 2
     assert order["outcome"]["worker"].startswith("w2@")
     assert any("lost" in e["why"] and "w1@" in e["why"] for e in order["history"])
+    assert any(e["by"].startswith("reaper@w2@") for e in order["history"])  # no HQ process: w2's reaper healed it
     assert farm.db.outcomes.count_documents({"jobId": job_id}) == 1
 
 

@@ -1,0 +1,109 @@
+"""The HQ and its servers: restarts lose nothing, the home config is all a local process needs."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pymongo
+from conftest import ROOT, Farm, farm_env, start_servers, wait_for
+
+from mlqueue import store
+from mlqueue.settings import reload_settings
+
+
+def test_servers_stopped_and_restarted_lose_no_job_and_workers_reconnect(tmp_path: Path, monkeypatch) -> None:
+    own = start_servers(tmp_path / "srv")
+    env = farm_env(own, tmp_path, "restart")
+    for key, value in env.items():
+        if key.startswith("MLQUEUE_"):
+            monkeypatch.setenv(key, value)
+    settings = reload_settings()
+    store.forget_clients()
+    store.ensure_indexes(settings)
+    farm = Farm(settings=settings, env=env, home=tmp_path)
+    try:
+        farm.start_worker("w1")
+        running = farm.submit({"scriptName": "toy", "epochs": 8, "sleepSeconds": 8, "a": 1.0})[0]
+        queued = farm.submit(*({"scriptName": "toy", "b": float(i)} for i in range(3)))
+        wait_for(lambda: farm.order(running)["state"] == "running", what="first job to start")
+        own.redis.stop()
+        own.mongo.stop()
+        time.sleep(3)
+        own.redis.start()
+        own.mongo.start()
+        store.forget_clients()
+        for job_id in [running, *queued]:
+            order = farm.wait_final(job_id, timeout=150)
+            assert order["state"] == "succeeded", (job_id, order.get("outcome"))
+        assert farm.db.outcomes.count_documents({}) == 4
+        assert farm.db.orders.find_one({"jobId": running})["attempts"] == 1
+        late = farm.submit({"scriptName": "toy", "c": 2.0})[0]
+        assert farm.wait_final(late, timeout=60)["state"] == "succeeded"
+    finally:
+        farm.stop_all()
+        own.mongo.stop()
+        own.redis.stop()
+        reload_settings()
+        store.forget_clients()
+
+
+def test_acknowledged_writes_survive_a_kill_9_of_both_servers(tmp_path: Path) -> None:
+    own = start_servers(tmp_path / "srv")
+    try:
+        with pymongo.MongoClient(own.mongo.url) as client:
+            client.mlq.things.insert_many([{"i": i} for i in range(50)])
+        import redis
+
+        redis.Redis.from_url(own.redis.url).rpush("queue", *range(20))
+        own.mongo.kill()
+        own.redis.kill()
+        own.mongo.start()
+        own.redis.start()
+        with pymongo.MongoClient(own.mongo.url) as client:
+            assert client.mlq.things.count_documents({}) == 50
+        assert redis.Redis.from_url(own.redis.url).llen("queue") == 20
+    finally:
+        own.mongo.stop()
+        own.redis.stop()
+
+
+def _start_hq(home: Path, *args: str) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLQUEUE_")}
+    return subprocess.Popen([sys.executable, "-m", "mlqueue.cli", "hq", "--home", str(home), "--redis-port", "0",
+                             "--mongo-port", "0", "--port", "0", *args], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def test_hq_writes_its_home_config_prints_the_join_command_and_stops_its_servers(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    hq = _start_hq(home)
+    lines: list[str] = []
+    try:
+        wait_for(lambda: lines.append(hq.stdout.readline()) or any("celery -A mlqueue worker" in ln for ln in lines)
+                 and any("MLQUEUE_BROKER_URL=" in ln for ln in lines), timeout=90, what="HQ banner")
+        config = json.loads((home / "config.json").read_text())
+        assert config["redis_port"] and config["mongo_port"] and config["redis_password"] and config["token"]
+        assert oct((home / "config.json").stat().st_mode)[-3:] == "600"
+        join = next(ln for ln in lines if "MLQUEUE_BROKER_URL=" in ln)
+        assert config["redis_password"] in join and str(config["redis_port"]) in join
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MLQUEUE_")}
+        status = subprocess.run([sys.executable, "-m", "mlqueue.cli", "status", "--format", "json"], cwd=ROOT,
+                                env={**env, "MLQUEUE_HOME": str(home)}, capture_output=True, text=True, timeout=60)
+        assert status.returncode == 0, status.stderr
+        assert json.loads(status.stdout)["orders"]["unassigned"] == 0
+    finally:
+        hq.send_signal(signal.SIGTERM)
+        hq.wait(60)
+    with pymongo.MongoClient(f"mongodb://127.0.0.1:{config['mongo_port']}/?directConnection=true",
+                             serverSelectionTimeoutMS=1000) as client:
+        try:
+            client.admin.command("ping")
+            raise AssertionError("the HQ's MongoDB server outlived the HQ")
+        except pymongo.errors.ServerSelectionTimeoutError:
+            pass
