@@ -125,7 +125,6 @@ def submit(jobs: list[dict[str, Any]], by: str = "cli", settings: Settings | Non
             "enqueuedAt": None,
             "worker": None,
             "outcome": None,
-            "outcomeStored": False,
             "history": [_event(UNASSIGNED, by, "submitted")],
             "metrics": [],
             "log": [],
@@ -285,7 +284,7 @@ def finish(
                "worker": order.get("worker"), "host": order.get("host"), "state": to, "finishedDate": now()}
     done = _move(
         _gate(order), to, order["worker"], why, settings,
-        set_={"finishedDate": outcome["finishedDate"], "outcome": outcome, "outcomeStored": False},
+        set_={"finishedDate": outcome["finishedDate"], "outcome": outcome},
     )
     if not done:
         _note(order["jobId"], order.get("worker") or "?",
@@ -303,8 +302,6 @@ def store_outcome(order: dict[str, Any], settings: Settings | None = None) -> No
         lambda: d.outcomes.update_one({"jobId": order["jobId"]}, {"$setOnInsert": outcome}, upsert=True),
         "store outcome", settings,
     )
-    store.durable(lambda: d.orders.update_one({"_id": order["_id"]}, {"$set": {"outcomeStored": True}}),
-                  "mark outcome stored", settings)
 
 
 def system_outcome(order: dict[str, Any], reason: str, message: str) -> dict[str, Any]:
@@ -322,8 +319,7 @@ def _close(order: dict[str, Any], to: str, reason: str, message: str, by: str,
     query = {"jobId": order["jobId"], "state": order["state"], "delivery": order["delivery"],
              "attempts": order.get("attempts", 0)}
     done = _move(query, to, by, message, settings,
-                 set_={"finishedDate": outcome["finishedDate"], "outcome": outcome, "outcomeStored": False,
-                       "reason": reason})
+                 set_={"finishedDate": outcome["finishedDate"], "outcome": outcome, "reason": reason})
     if done:
         store_outcome(done, settings)
     return done
@@ -434,12 +430,27 @@ class Reaper:
         unsent_before = now() - timedelta(seconds=max(5.0, self.settings.reap_every))
         for order in d.orders.find({"state": UNASSIGNED, "enqueuedAt": None, "updatedDate": {"$lt": unsent_before}}):
             counts["resent"] += enqueue(order["jobId"], order["delivery"], self.settings)
-        for order in d.orders.find({"state": {"$in": list(FINAL)}, "outcomeStored": False}):
-            store_outcome(order, self.settings)
-            counts["repaired"] += 1
+        counts["repaired"] = self._repair_outcomes()
         if any(counts.values()):
             log.info("reaper %s: %s", self.name, counts)
         return counts
+
+    def _repair_outcomes(self) -> int:
+        """Copy Outcomes of final Orders that never reached ``outcomes`` (a crash between two writes).
+
+        Counting is cheap and indexed; the expensive comparison only runs when the counts differ.
+        """
+        d = store.db(self.settings)
+        final = {"state": {"$in": list(FINAL)}}
+        if d.orders.count_documents(final) <= d.outcomes.count_documents({}):
+            return 0
+        stored = set(d.outcomes.distinct("jobId"))
+        repaired = 0
+        for order in d.orders.find(final, {"metrics": 0, "log": 0, "history": 0}):
+            if order["jobId"] not in stored and order.get("outcome"):
+                store_outcome(order, self.settings)
+                repaired += 1
+        return repaired
 
     def _handle_silent(self, order: dict[str, Any]) -> str:
         """A held Order with no heartbeat: time out, give up, or queue another attempt."""

@@ -6,6 +6,7 @@ Every query a person or script makes about results goes through here (CLI, API, 
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
@@ -70,12 +71,22 @@ def state_counts(settings: Settings | None = None) -> dict[str, int]:
 
 
 def workers(settings: Settings | None = None) -> list[dict[str, Any]]:
-    """Registered workers with the age of their last heartbeat."""
+    """Registered workers, with what each runs now, jobs done and busy share — derived from Orders/Outcomes."""
     d = store.db(settings)
     now = orders.now()
+    running = {o["worker"]: o["jobId"] for o in d.orders.find(
+        {"state": {"$in": list(orders.HELD)}}, {"worker": 1, "jobId": 1})}
+    done = {row["_id"]: row for row in d.outcomes.aggregate(
+        [{"$group": {"_id": "$worker", "n": {"$sum": 1}, "busy": {"$sum": "$durationSeconds"}}}])}
     out = []
     for w in d.workers.find({}, {"_id": 0}).sort("name", 1):
-        beat = w.get("lastHeartbeat")
+        beat, started = w.get("lastHeartbeat"), w.get("firstSeen") or w.get("startedDate")
+        stats = done.get(w["name"], {})
         w["heartbeatAgeSeconds"] = round((now - beat).total_seconds(), 1) if beat else None
+        w["currentJob"] = running.get(w["name"])
+        w["jobsDone"] = stats.get("n", 0)
+        w["busySeconds"] = round(stats.get("busy") or 0.0, 1)
+        alive_for = (now - started).total_seconds() if started else 0
+        w["busyShare"] = round(min(1.0, w["busySeconds"] / alive_for), 3) if alive_for > 0 else 0.0
         out.append(w)
     return out

@@ -65,7 +65,7 @@ def ensure_indexes(settings: Settings | None = None) -> None:
     d.orders.create_index("jobId", unique=True)
     d.orders.create_index([("state", 1), ("heartbeatAt", 1)])
     d.orders.create_index([("state", 1), ("createdDate", 1)])
-    d.orders.create_index("outcomeStored")
+    d.orders.create_index([("worker", 1), ("state", 1)])
     d.outcomes.create_index("jobId", unique=True)
     d.outcomes.create_index("loss")
     d.outcomes.create_index("metric")
@@ -74,6 +74,9 @@ def ensure_indexes(settings: Settings | None = None) -> None:
     d.jobs.create_index("projectName")
     d.jobs.create_index("scriptName")
     d.workers.create_index("name", unique=True)
+    d.orders.create_index("updatedDate")  # the dashboard's table reads what changed since it last looked
+    d.orders.create_index("heartbeatAt")
+    d.orders.create_index("sweepId")
 
 
 def durable(action: Callable[[], T], what: str, settings: Settings | None = None) -> T:

@@ -76,7 +76,6 @@ def execute(job_id: str, delivery: str, worker: str, settings: Settings | None =
     running = orders.start(order, script.identity, settings)
     if running is None:
         return "ignored"
-    _set_current(worker, job_id, settings)
     workspace = Workspace(running, settings)
     try:
         try:
@@ -87,7 +86,6 @@ def execute(job_id: str, delivery: str, worker: str, settings: Settings | None =
         return Attempt(running, settings, workspace).run(module, script_job)
     finally:
         workspace.cleanup()
-        _set_current(worker, None, settings)
 
 
 def _script_job(job: dict[str, Any]) -> dict[str, Any]:
@@ -362,19 +360,9 @@ def register(name: str, settings: Settings | None = None) -> None:
         {"name": name},
         {"$set": {"name": name, "nodeName": name, "host": socket.gethostname(), "pid": os.getpid(),
                   "capabilities": capabilities(), "online": True, "startedDate": orders.now(),
-                  "lastHeartbeat": orders.now(), "currentJob": None},
-         "$setOnInsert": {"jobsDone": 0, "busySeconds": 0.0, "firstSeen": orders.now()}},
+                  "lastHeartbeat": orders.now()},
+         "$setOnInsert": {"firstSeen": orders.now()}},
         upsert=True), "register worker", settings)
-
-
-def _set_current(worker: str, job_id: str | None, settings: Settings) -> None:
-    update: dict[str, Any] = {"$set": {"currentJob": job_id, "lastHeartbeat": orders.now()}}
-    if job_id is None:
-        update["$inc"] = {"jobsDone": 1}
-    try:
-        store.db(settings).workers.update_one({"name": worker}, update)
-    except store.TRANSIENT:
-        log.warning("could not update worker %s status", worker)
 
 
 class WorkerLife:
@@ -422,7 +410,7 @@ def _on_worker_shutdown(sender: Any = None, **_: Any) -> None:
     _life.stop.set()
     try:
         store.db(_life.settings).workers.update_one(
-            {"name": _life.name}, {"$set": {"online": False, "currentJob": None, "stoppedDate": orders.now()}})
+            {"name": _life.name}, {"$set": {"online": False, "stoppedDate": orders.now()}})
     except store.TRANSIENT:
         pass
 

@@ -7,8 +7,8 @@ import sys
 from datetime import timedelta
 
 import redis
-
 from conftest import Farm
+
 from mlqueue import orders
 
 
@@ -116,7 +116,6 @@ def test_reaper_repairs_an_outcome_that_was_not_copied(farm: Farm) -> None:
     running = _claim_and_start(farm, job_id)
     orders.finish(running, orders.SUCCEEDED, {"loss": 2.0}, "done", farm.settings)
     farm.db.outcomes.delete_many({})
-    farm.db.orders.update_one({"jobId": job_id}, {"$set": {"outcomeStored": False}})
     assert orders.Reaper("r", farm.settings).sweep()["repaired"] == 1
     assert farm.db.outcomes.find_one({"jobId": job_id})["loss"] == 2.0
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from conftest import Farm
+
 from mlqueue import datasets, jobs, scripts
 
 HERE = Path(__file__).parent / "scripts"

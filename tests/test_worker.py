@@ -9,7 +9,7 @@ from conftest import LOST_AFTER, Farm, wait_for
 
 def test_job_runs_to_one_outcome_with_live_metrics_and_a_registered_worker(farm: Farm) -> None:
     farm.start_worker("w1")
-    [job_id] = farm.submit({"scriptName": "toy", "projectName": "p", "lr": 0.1, "epochs": 3})
+    [job_id] = farm.submit({"scriptName": "toy", "projectName": "p", "lr": 0.1, "epochs": 3, "sleepSeconds": 0.6})
     order = farm.wait_final(job_id)
     assert order["state"] == "succeeded"
     assert [m["epoch"] for m in order["metrics"]] == [1, 2, 3]
@@ -19,9 +19,12 @@ def test_job_runs_to_one_outcome_with_live_metrics_and_a_registered_worker(farm:
     assert outcome["worker"].startswith("w1@") and outcome["attempt"] == 1
     assert outcome["script"]["name"] == "toy" and len(outcome["script"]["sha256"]) == 64
     assert outcome["durationSeconds"] >= 0
-    worker = farm.db.workers.find_one({"name": outcome["worker"]})
+    from mlqueue import outcomes
+
+    [worker] = outcomes.workers(farm.settings)
+    assert worker["name"] == outcome["worker"]
     assert worker["capabilities"]["cpus"] >= 1 and worker["capabilities"]["python"]
-    assert worker["jobsDone"] == 1 and worker["currentJob"] is None
+    assert worker["jobsDone"] == 1 and worker["currentJob"] is None and 0 < worker["busyShare"] <= 1
 
 
 def test_script_error_fails_the_job_with_traceback_and_worker_goes_on(farm: Farm) -> None:

@@ -1,0 +1,158 @@
+"""mlqueue's cost per Job, measured against bare Celery on the same Redis, in one run.
+
+Prints and saves (bench/results/throughput.json):
+- jobs/s for N short Jobs through mlqueue (full bookkeeping) vs N bare Celery no-op tasks, and the ratio;
+- submit->start latency p50/p95 with an idle worker (Jobs submitted one at a time);
+- the idle gap on a worker between two consecutive Jobs (queue kept full);
+- where the time per Job goes (queue+claim, script load, script run, finish+next fetch).
+Run: `make bench` or `.venv/bin/python bench/throughput.py [--jobs N]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import redis
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+RESULTS = ROOT / "bench" / "results" / "throughput.json"
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+def start_worker(argv: list[str], env: dict[str, str], cwd: Path, log: Path) -> subprocess.Popen:
+    return subprocess.Popen(argv, cwd=cwd, env=env, stdout=open(log, "ab"), stderr=subprocess.STDOUT,  # noqa: SIM115
+                            start_new_session=True)
+
+
+def stop(proc: subprocess.Popen) -> None:
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(20)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+def bare_celery(n: int, broker: str, tmp: Path) -> float:
+    env = {**os.environ, "BENCH_BROKER_URL": broker}
+    worker = start_worker([sys.executable, "-m", "celery", "-A", "bare_celery", "worker", "-c", "1", "-l", "warning",
+                           "--without-mingle", "--without-gossip"], env, ROOT / "bench", tmp / "bare.log")
+    sys.path.insert(0, str(ROOT / "bench"))
+    os.environ["BENCH_BROKER_URL"] = broker
+    import bare_celery as bare
+
+    r = redis.Redis.from_url(broker)
+    time.sleep(4)
+    bare.noop.delay(-1)
+    while r.llen("bare"):
+        time.sleep(0.05)
+    time.sleep(1)
+    start = time.perf_counter()
+    for i in range(n):
+        bare.noop.delay(i)
+    # done when the queue is empty and the worker has acked everything (no unacked messages left)
+    while r.llen("bare") or r.hlen("unacked"):
+        time.sleep(0.005)
+    elapsed = time.perf_counter() - start
+    stop(worker)
+    return n / elapsed
+
+
+def mlqueue_run(n: int, latency_samples: int, env: dict[str, str], tmp: Path) -> dict[str, object]:
+    from mlqueue import orders, store
+    from mlqueue.settings import reload_settings
+
+    os.environ.update(env)
+    settings = reload_settings()
+    store.forget_clients()
+    store.ensure_indexes(settings)
+    db = store.db(settings)
+    worker = start_worker([sys.executable, "-m", "celery", "-A", "mlqueue", "worker", "-c", "1", "-l", "warning",
+                           "-n", "bench@%h", "--without-mingle", "--without-gossip"], env, ROOT, tmp / "worker.log")
+    while not db.workers.find_one({"online": True, "pid": worker.pid}):
+        time.sleep(0.1)
+    job = {"scriptName": "toy", "x": 1.0}
+
+    def wait_all(ids: list[str]) -> None:
+        # poll gently: the store is shared with the worker being measured
+        while db.orders.count_documents({"jobId": {"$in": ids}, "state": {"$in": list(orders.FINAL)}}) < len(ids):
+            time.sleep(0.25 if len(ids) > 1 else 0.02)
+
+    wait_all(orders.submit([job], settings=settings))  # warm-up: script import, connections
+    latencies = []
+    for _ in range(latency_samples):
+        [job_id] = orders.submit([job], settings=settings)
+        wait_all([job_id])
+        order = db.orders.find_one({"jobId": job_id})
+        latencies.append((order["startedDate"] - order["createdDate"]).total_seconds() * 1000)
+    start = time.perf_counter()
+    ids = orders.submit([job] * n, settings=settings)
+    wait_all(ids)
+    elapsed = time.perf_counter() - start
+    docs = sorted(db.orders.find({"jobId": {"$in": ids}}), key=lambda o: o["assignedDate"])
+    gaps = [(b["assignedDate"] - a["finishedDate"]).total_seconds() * 1000 for a, b in zip(docs, docs[1:])]
+    phases = {
+        "claim_to_start_ms": statistics.mean((o["startedDate"] - o["assignedDate"]).total_seconds() * 1000
+                                             for o in docs),
+        "run_and_finish_ms": statistics.mean((o["finishedDate"] - o["startedDate"]).total_seconds() * 1000
+                                             for o in docs),
+        "finish_to_next_claim_ms": statistics.mean(gaps),
+    }
+    stop(worker)
+    return {"jobs_per_s": n / elapsed, "latency_ms": latencies, "gaps_ms": gaps, "phases": phases}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=300)
+    parser.add_argument("--latency-samples", type=int, default=60)
+    args = parser.parse_args()
+    from mlqueue.servers import MongoServer, RedisServer
+
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        rs = RedisServer(tmp / "redis", tmp / "redis.log", password=secrets.token_hex(8)).start()
+        ms = MongoServer(tmp / "mongo", tmp / "mongo.log").start()
+        try:
+            base = {k: v for k, v in os.environ.items() if not k.startswith("MLQUEUE_")}
+            env = {**base, "MLQUEUE_HOME": str(tmp / "home"), "MLQUEUE_BROKER_URL": rs.url,
+                   "MLQUEUE_MONGO_URL": ms.url, "MLQUEUE_MONGO_DB": "bench", "MLQUEUE_QUEUE": "bench"}
+            bare_rate = bare_celery(args.jobs, rs.url, tmp)
+            ours = mlqueue_run(args.jobs, args.latency_samples, env, tmp)
+        finally:
+            ms.stop()
+            rs.stop()
+    figures = {
+        "jobs": args.jobs,
+        "bare_celery_tasks_per_s": round(bare_rate, 1),
+        "mlqueue_jobs_per_s": round(ours["jobs_per_s"], 1),
+        "ratio_mlqueue_vs_bare": round(ours["jobs_per_s"] / bare_rate, 3),
+        "submit_to_start_ms_p50": round(pct(ours["latency_ms"], 0.5), 1),
+        "submit_to_start_ms_p95": round(pct(ours["latency_ms"], 0.95), 1),
+        "idle_gap_between_jobs_ms_p50": round(pct(ours["gaps_ms"], 0.5), 1),
+        "idle_gap_between_jobs_ms_p95": round(pct(ours["gaps_ms"], 0.95), 1),
+        "time_per_job_ms": {k: round(v, 1) for k, v in ours["phases"].items()},
+        "targets": {"submit_to_start_ms_p50": "< 50", "idle_gap_between_jobs_ms_p50": "< 20"},
+    }
+    print(json.dumps(figures, indent=2))
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(figures, indent=2) + "\n")
+    print(f"saved {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()
