@@ -114,8 +114,18 @@ def _safe_available(settings: Settings) -> list[dict[str, Any]]:
         return [{"name": n} for n in _builtin_names(settings)]
 
 
+_loaded: dict[tuple[str, str], ModuleType] = {}
+
+
 def load(script: Script) -> ModuleType:
-    """Import a module script's file afresh (heavy libraries it imports stay cached in ``sys.modules``)."""
+    """Import a module script, once per content hash: an edited file is re-imported, an unchanged one is not."""
+    key = (str(script.path), script.sha256)
+    if key not in _loaded:
+        _loaded[key] = _import(script)
+    return _loaded[key]
+
+
+def _import(script: Script) -> ModuleType:
     module_name = f"ml_scripts.{script.name}" if script.source == "builtin" else f"mlqueue_scripts.{script.name}"
     spec = importlib.util.spec_from_file_location(module_name, script.path)
     if spec is None or spec.loader is None:
