@@ -135,19 +135,25 @@ def farm_env(servers: Servers, home: Path, name: str) -> dict[str, str]:
     return env
 
 
-@pytest.fixture
-def farm(servers: Servers, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
-         ) -> Iterator[Farm]:
-    """A clean HQ namespace (database + queue) on the session's servers; workers stopped afterwards."""
-    name = f"t{secrets.token_hex(4)}"
-    env = farm_env(servers, tmp_path, name)
+def make_farm(servers: Servers, home: Path, name: str, monkeypatch: pytest.MonkeyPatch) -> Farm:
+    """Point this test process (env, settings, store clients) at ``servers`` under database/queue ``name``."""
+    env = farm_env(servers, home, name)
     for key, value in env.items():
         if key.startswith("MLQUEUE_"):
             monkeypatch.setenv(key, value)
     settings = reload_settings()
     store.forget_clients()
     store.ensure_indexes(settings)
-    result = Farm(settings=settings, env=env, home=tmp_path)
+    return Farm(settings=settings, env=env, home=home)
+
+
+@pytest.fixture
+def farm(servers: Servers, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+         ) -> Iterator[Farm]:
+    """A clean HQ namespace (database + queue) on the session's servers; workers stopped afterwards."""
+    name = f"t{secrets.token_hex(4)}"
+    result = make_farm(servers, tmp_path, name, monkeypatch)
+    settings = result.settings
     yield result
     result.stop_all()
     if request.node.rep_call.failed if hasattr(request.node, "rep_call") else False:

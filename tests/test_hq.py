@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pymongo
-from conftest import ROOT, Farm, farm_env, start_servers, wait_for
+from conftest import ROOT, make_farm, start_servers, wait_for
 
 from mlqueue import store
 from mlqueue.settings import reload_settings
@@ -19,14 +19,7 @@ from mlqueue.settings import reload_settings
 
 def test_servers_stopped_and_restarted_lose_no_job_and_workers_reconnect(tmp_path: Path, monkeypatch) -> None:
     own = start_servers(tmp_path / "srv")
-    env = farm_env(own, tmp_path, "restart")
-    for key, value in env.items():
-        if key.startswith("MLQUEUE_"):
-            monkeypatch.setenv(key, value)
-    settings = reload_settings()
-    store.forget_clients()
-    store.ensure_indexes(settings)
-    farm = Farm(settings=settings, env=env, home=tmp_path)
+    farm = make_farm(own, tmp_path, "restart", monkeypatch)
     try:
         farm.start_worker("w1")
         running = farm.submit({"scriptName": "toy", "epochs": 8, "sleepSeconds": 8, "a": 1.0})[0]
