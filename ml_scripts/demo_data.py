@@ -20,6 +20,7 @@ Usage: ``python -m ml_scripts.demo_data OUTDIR`` (or ``run(job)`` with ``writePa
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import sys
 from pathlib import Path
@@ -28,7 +29,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-if __package__ in (None, ""):  # run as `python ml_scripts/demo_data.py`
+if __package__ in (None, "") or importlib.util.find_spec("ml_scripts") is None:
+    # run as `python ml_scripts/X.py`, or loaded from its file without the package installed
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from ml_scripts._common import (  # noqa: E402 - needs the path fix above

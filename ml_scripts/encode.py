@@ -27,6 +27,7 @@ the directory holding dataFileName and the optional JSON holds the other fields.
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import sys
 import warnings
@@ -37,7 +38,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-if __package__ in (None, ""):  # run as `python ml_scripts/encode.py`
+if __package__ in (None, "") or importlib.util.find_spec("ml_scripts") is None:
+    # run as `python ml_scripts/X.py`, or loaded from its file without the package installed
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from ml_scripts._common import (  # noqa: E402 - needs the path fix above
@@ -125,10 +127,16 @@ def _categorical_levels(series: pd.Series) -> list[str]:
     return sorted(_category_text(series).unique().tolist())
 
 
+def _blanks(series: pd.Series) -> pd.Series:
+    """True where a cell is empty or whitespace only."""
+    text = series.astype("string").str.strip()
+    return (text.isna() | (text == "")).fillna(True).astype(bool)
+
+
 def _category_text(series: pd.Series) -> pd.Series:
     """Categories as text with blanks turned into the explicit level "missing"."""
     text = series.astype("string").str.strip()
-    return text.mask(text.isna() | (text == ""), MISSING_LEVEL).astype(str)
+    return text.mask(_blanks(series), MISSING_LEVEL).astype(str)
 
 
 def plan_column(name: str, series: pd.Series) -> ColumnPlan:
@@ -174,11 +182,11 @@ def _check_growth(plans: list[ColumnPlan], threshold: float) -> float:
     if ratio > threshold:
         suspects = sorted((p for p in plans if p.kind == "categorical"), key=lambda p: -len(p.outputs))
         named = ", ".join(f"{p.source!r} ({len(p.outputs) + 1} distinct values)" for p in suspects[:SUSPECTS_SHOWN])
+        example = suspects[0].source if suspects else "id"
         raise JobError("columnsToRemove", f"Encoding would grow the table from {before} to {after} columns "
                        f"(x{ratio:.1f}, limit x{threshold:g}). A unique id or free-text column was probably "
-                       f"included: {named}. Rename it with the rem_ prefix (e.g. rem_{suspects[0].source if suspects else 'id'}) "
-                       "or list it in columnsToRemove; raise unreasonableIncreaseThreshold only if the "
-                       "categories are genuine.")
+                       f"included: {named}. Rename it with the rem_ prefix (e.g. rem_{example}) or list it in "
+                       "columnsToRemove; raise unreasonableIncreaseThreshold only if the categories are genuine.")
     return ratio
 
 
@@ -205,7 +213,7 @@ def _encode_continuous(series: pd.Series, plan: ColumnPlan) -> tuple[pd.DataFram
 def _encode_categorical(series: pd.Series, plan: ColumnPlan) -> tuple[pd.DataFrame, int]:
     """Drop-first dummy columns; blanks count as their own "missing" level."""
     text = _category_text(series)
-    blanks = int((text == MISSING_LEVEL).sum() - (series.astype("string").str.strip() == MISSING_LEVEL).sum())
+    blanks = int(_blanks(series).sum())
     levels = _categorical_levels(series)
     dummies = {f"cat_{plan.base}_{level}": (text == level).astype(int) for level in levels[1:]}
     return pd.DataFrame(dummies, index=series.index), blanks
@@ -217,11 +225,10 @@ def _encode_date(series: pd.Series, plan: ColumnPlan) -> tuple[pd.DataFrame, int
         return pd.DataFrame({plan.outputs[0]: series.fillna(series.median())}), int(series.isna().sum())
     dates = _parse_dates(series)
     blanks = int(dates.isna().sum())
-    fill = dates.dropna().sort_values().iloc[len(dates.dropna()) // 2] if dates.notna().any() else pd.Timestamp(0)
-    dates = dates.fillna(fill)
+    dates = dates.fillna(dates.median() if dates.notna().any() else pd.Timestamp(0))
     days = (dates - pd.Timestamp("1970-01-01")) / pd.Timedelta(days=1)
     parts = {"days": days.astype(float), "year": dates.dt.year, "month": dates.dt.month,
-             "dayofweek": dates.dt.dayofweek}
+             "dayofweek": dates.dt.day_of_week}
     return pd.DataFrame({f"date_{plan.base}_{name}": values for name, values in parts.items()}), blanks
 
 
@@ -264,7 +271,6 @@ def run(job: dict[str, Any], report: Report) -> Outcome:
     encoded, filled = encode_frame(frame, plans)
     output = write_path / name
     encoded.to_csv(output, index=False)
-    report(rows=len(encoded), columns=encoded.shape[1])
     return {
         "status": 200,
         "datasets": [dataset_entry(output)],

@@ -45,8 +45,9 @@ Job fields (defaults in brackets):
 * ``seed`` [42] -- ``keras.utils.set_random_seed`` before each model and random_state of
   every scikit-learn step.
 
-``report(epoch=, loss=, val_loss=)`` is called once per epoch (plus ``fold=`` when
-cross-validating); an exception it raises (pruning) propagates and stops training.
+``report(epoch=, loss=, val_loss=)`` is called once per epoch (plus ``fold=`` and ``step=``,
+an epoch count running across folds, when cross-validating); ``loss`` is the training loss.
+An exception it raises (pruning) propagates and stops training.
 
 Bad hyperparameters are refused by ``parse_config`` before any training, with
 ``{"status": 400, "message": ..., "field": ...}``.
@@ -65,6 +66,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import dataclasses
 import functools
+import importlib.util
+import itertools
 import json
 import math
 import platform
@@ -78,7 +81,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-if __package__ in (None, ""):  # run as `python ml_scripts/nn.py`
+if __package__ in (None, "") or importlib.util.find_spec("ml_scripts") is None:
+    # run as `python ml_scripts/X.py`, or loaded from its file without the package installed
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from ml_scripts._common import (  # noqa: E402 - needs the path fix above
@@ -197,7 +201,9 @@ def _number(
     integer: bool = False,
 ) -> float | None:
     """Read a numeric field and check its range, explaining the allowed range on failure."""
-    value = job.get(field, default)
+    value = job.get(field)
+    if value is None:
+        value = default
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
@@ -306,11 +312,13 @@ def _check_header(cfg_path: Path, target: str, target_field: str, pca: int) -> N
                        f"use at most {features}, or -1 to switch PCA off.")
 
 
-def parse_config(job: Mapping[str, Any]) -> NNConfig:
+def parse_config(job: Mapping[str, Any], *, check_data: bool = True) -> NNConfig:
     """Validate every hyperparameter up front and return the typed configuration.
 
     Raises JobError (-> status 400) naming the first bad field; nothing is trained before
     this returns, so a typo costs milliseconds rather than a wasted training run.
+    ``check_data=False`` skips dataPath/writePath and the CSV header, so a job can be
+    checked when it is submitted, before any worker has downloaded its data.
     """
     target = _target_name(job)
     loss_name = _choice(job, "loss", "mse", {**REGRESSION_LOSSES, **CLASSIFICATION_LOSSES})
@@ -356,6 +364,8 @@ def parse_config(job: Mapping[str, Any]) -> NNConfig:
         seed=int(_number(job, "seed", 42, low=0, integer=True)),
     )
     _check_scorer(cfg.scoring, classification)
+    if not check_data:
+        return cfg
     data_path = require_path(job, "dataPath")
     write_path = None
     if not cfg.cross_validate_only:
@@ -364,10 +374,10 @@ def parse_config(job: Mapping[str, Any]) -> NNConfig:
     return dataclasses.replace(cfg, data_path=data_path, write_path=write_path)
 
 
-def validate_job(job: Mapping[str, Any]) -> Outcome | None:
-    """The 400 outcome for a bad job, or None when it can be trained."""
+def validate_job(job: Mapping[str, Any], *, check_data: bool = True) -> Outcome | None:
+    """The 400 outcome for a bad job, or None when it can be trained (see ``parse_config``)."""
     try:
-        parse_config(job)
+        parse_config(job, check_data=check_data)
     except JobError as exc:
         return exc.outcome()
     return None
@@ -457,8 +467,12 @@ def cv_splits(cfg: NNConfig, y: np.ndarray) -> list[Split]:
 
     maker = StratifiedKFold if cfg.classification else KFold
     splitter = maker(n_splits=cfg.cv_folds, shuffle=True, random_state=cfg.seed)
+    try:
+        folds = list(splitter.split(np.zeros(len(y)), y.ravel()))
+    except ValueError as exc:  # e.g. a class with fewer rows than folds
+        raise JobError("cvFolds", f"Cannot make {cfg.cv_folds} folds from this data ({exc}); use fewer folds.") from exc
     splits = []
-    for train, held_out in splitter.split(np.zeros(len(y)), y.ravel()):
+    for train, held_out in folds:
         fit, stop = train_test_split(train, test_size=cfg.validation_split, random_state=cfg.seed,
                                      stratify=_stratify(cfg, y, train))
         splits.append(Split(np.sort(fit), np.sort(stop), held_out))
@@ -592,17 +606,20 @@ def _loss_evaluator(model: Any, x: np.ndarray, y: np.ndarray) -> Callable[[], fl
     """Compiled val-loss computation (same formula as Keras' test step, regularisation included).
 
     Used instead of ``validation_data`` because Keras re-creates the validation iterator
-    every epoch, which costs more than the training step itself on small tables.
+    every epoch, which costs more than the training step itself on small tables.  The
+    graph is traced once up front and called as a concrete function: cheaper per call, and
+    no "frequent retracing" warnings when many folds each build their own.
     """
     import tensorflow as tf
 
     x_t, y_t = tf.constant(x), tf.constant(y)
 
-    @tf.function
+    @tf.function(autograph=False)  # straight-line code: nothing for AutoGraph to convert
     def evaluate() -> Any:
         return model.compute_loss(x=x_t, y=y_t, y_pred=model(x_t, training=False), training=False)
 
-    return lambda: float(evaluate())
+    concrete = evaluate.get_concrete_function()
+    return lambda: float(concrete())
 
 
 def _epoch_callbacks(model: Any, prepared: Prepared, report: Report, fold: int | None) -> list[Any]:
@@ -642,7 +659,10 @@ def _control_callbacks(cfg: NNConfig, weights_path: Path | None) -> list[Any]:
 
 def _predict(model: Any, x: np.ndarray, chunk: int = 65536) -> np.ndarray:
     """Predictions as a flat array; direct calls avoid ``predict``'s per-model retracing."""
-    parts = [np.asarray(model(x[start:start + chunk], training=False)) for start in range(0, len(x), chunk)]
+    import keras
+
+    parts = [keras.ops.convert_to_numpy(model(x[start:start + chunk], training=False))
+             for start in range(0, len(x), chunk)]
     return np.concatenate(parts).reshape(-1) if parts else np.zeros(0, dtype="float32")
 
 
@@ -811,7 +831,7 @@ def _holdout_outcome(cfg: NNConfig, data: Dataset, result: FitResult, device: st
         "stoppedEarly": len(val_losses) < cfg.epochs,
         "trainingSeconds": result.seconds,
         "keptFeatures": kept,
-        "history": {"loss": result.history["loss"], "val_loss": val_losses},
+        "history": result.history,
         "predictions": _predictions(result.actual, result.predicted),
     }
 
@@ -851,15 +871,28 @@ def _run_holdout(cfg: NNConfig, data: Dataset, report: Report, device: str) -> O
     result, model = train_split(cfg, prepared, report, None, weights)
     _write_architecture(model, architecture)
     outcome = _holdout_outcome(cfg, data, result, device, prepared.kept_features)
+    outcome["rows"] = {**data.rows, "train": len(prepared.fit_x), "validation": len(prepared.stop_x)}
     outcome["artifacts"] = [{"name": WEIGHTS_FILE, "path": str(weights)},
                             {"name": ARCHITECTURE_FILE, "path": str(architecture)}]
     return outcome
 
 
+def _with_step(report: Report) -> Report:
+    """Add ``step``, an epoch counter running across folds, since ``epoch`` restarts per fold
+    and a pruner needs a monotonic step."""
+    counter = itertools.count(1)
+
+    def stepped(**metrics: Any) -> None:
+        report(**metrics, step=next(counter))
+
+    return stepped
+
+
 def _run_cv(cfg: NNConfig, data: Dataset, report: Report, device: str) -> Outcome:
     """Cross-validate; every fold is preprocessed first so data problems surface pre-training."""
     prepared = [preprocess(cfg, data, split) for split in cv_splits(cfg, data.target)]
-    results = [train_split(cfg, part, report, fold, None)[0] for fold, part in enumerate(prepared, start=1)]
+    stepped = _with_step(report)
+    results = [train_split(cfg, part, stepped, fold, None)[0] for fold, part in enumerate(prepared, start=1)]
     return _cv_outcome(cfg, data, results, device)
 
 

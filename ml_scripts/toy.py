@@ -28,7 +28,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 CONTROL = {"epochs", "sleepSeconds", "raiseError", "crashWorker", "noise", "seed", "timeLimit", "maxAttempts",
-           "printLines", "writeArtifact"}
+           "printLines", "writeArtifact", "trialNumber"}
 
 
 class Params(BaseModel):
