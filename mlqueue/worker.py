@@ -238,8 +238,9 @@ class Attempt:
     def _pruned_outcome(self, why: str) -> dict[str, Any]:
         """A pruned Job's Outcome: the last reported metrics stand in for the final ones."""
         last = dict(self.last_metrics)
+        loss = last.get("val_loss", last.get("loss"))  # a trainer's validation loss is what it is judged by
         return {**last, "status": 200, "reason": "pruned", "pruned": True, "message": why,
-                "loss": last.get("loss"), "metric": last.get("metric")}
+                "loss": loss, "metric": last.get("metric")}
 
     def _timing(self) -> dict[str, Any]:
         return {"durationSeconds": round(time.monotonic() - self.started, 3),

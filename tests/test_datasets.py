@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from conftest import Farm
+
 from mlqueue import datasets, jobs
 
 
@@ -62,3 +62,22 @@ def test_worker_gets_the_data_and_keeps_the_jobs_artifact(farm: Farm, tmp_path: 
     fetched = farm.run_cli("artifacts", first, "--get", "toy_model.json", "-o", str(tmp_path / "dl"))
     assert fetched.returncode == 0, fetched.stderr
     assert '"dataFileName": "d.csv"' in (tmp_path / "dl" / "toy_model.json").read_text()
+
+
+def test_the_seeds_sample_job_runs_as_given_on_a_worker(farm: Farm, tmp_path: Path) -> None:
+    import json
+
+    from conftest import ROOT
+    from ml_scripts.demo_data import write_demo_data
+
+    for path in write_demo_data(tmp_path / "demo"):
+        datasets.push(path, "wine_data", settings=farm.settings)
+    sample = json.loads((ROOT / "tasks" / "nn_job.json").read_text())
+    assert sample["depedentVariable"] == "con_lot" and sample["epochs"] == 3000
+    farm.start_worker("w1")
+    [job_id] = farm.submit(sample)
+    order = farm.wait_final(job_id, timeout=240)
+    assert order["state"] == "succeeded", order["outcome"].get("message")
+    outcome = order["outcome"]
+    assert outcome["status"] == 200 and outcome["metric"] < 0  # neg_mean_squared_error, cross-validated
+    assert len(order["metrics"]) > 10 and "val_loss" in order["metrics"][-1]
