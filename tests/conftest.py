@@ -111,8 +111,11 @@ class Farm:
         return self.db.orders.find_one({"jobId": job_id})
 
     def wait_final(self, job_id: str, timeout: float = 90.0) -> dict[str, Any]:
-        return wait_for(lambda: self.db.orders.find_one({"jobId": job_id, "state": {"$in": list(orders.FINAL)}}),
-                        timeout=timeout, what=f"job {job_id} to finish")
+        """The final Order, once its Outcome has also been copied to ``outcomes`` (a write later)."""
+        order = wait_for(lambda: self.db.orders.find_one({"jobId": job_id, "state": {"$in": list(orders.FINAL)}}),
+                         timeout=timeout, what=f"job {job_id} to finish")
+        wait_for(lambda: self.db.outcomes.find_one({"jobId": job_id}), timeout=30, what=f"outcome of {job_id}")
+        return order
 
     def run_cli(self, *args: str, input: str | None = None, **extra_env: str) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, "-m", "mlqueue.cli", *args], cwd=ROOT, input=input,
