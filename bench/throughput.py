@@ -104,7 +104,8 @@ def mlqueue_run(n: int, latency_samples: int, env: dict[str, str], tmp: Path) ->
     wait_all(ids)
     elapsed = time.perf_counter() - start
     docs = sorted(db.orders.find({"jobId": {"$in": ids}}), key=lambda o: o["assignedDate"])
-    gaps = [(b["assignedDate"] - a["finishedDate"]).total_seconds() * 1000 for a, b in zip(docs, docs[1:])]
+    pairs = zip(docs, docs[1:], strict=False)
+    gaps = [(b["assignedDate"] - a["finishedDate"]).total_seconds() * 1000 for a, b in pairs]
     phases = {
         "claim_to_start_ms": statistics.mean((o["startedDate"] - o["assignedDate"]).total_seconds() * 1000
                                              for o in docs),

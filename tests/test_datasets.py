@@ -68,6 +68,7 @@ def test_the_seeds_sample_job_runs_as_given_on_a_worker(farm: Farm, tmp_path: Pa
     import json
 
     from conftest import ROOT
+
     from ml_scripts.demo_data import write_demo_data
 
     for path in write_demo_data(tmp_path / "demo"):
