@@ -23,11 +23,15 @@ run: $(STAMP) ## start the HQ + a local worker, run the demo, print where to loo
 stop: ## stop what `make run` started
 	-$(PY) -m mlqueue.demo --home $(DEMO_HOME) --stop
 
-test: $(STAMP) ## the whole test suite against real servers and workers
+/usr/bin/chromium: ## Debian's chromium, which the dashboard tests drive (Playwright never downloads a browser)
+	apt-get update && apt-get install -y chromium
+
+test: $(STAMP) /usr/bin/chromium ## the whole test suite against real servers and workers
 	$(PY) -m pytest -q
 
 bench: $(STAMP) ## benchmarks; figures are printed and saved in bench/results/
 	$(PY) bench/throughput.py
+	$(PY) bench/api_latency.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check mlqueue ml_scripts tests bench

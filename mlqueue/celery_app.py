@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Celery, signals
+from kombu import pools
 
 from mlqueue.settings import Settings, get_settings
 
@@ -50,8 +51,9 @@ app = make_app()
 def app_for(settings: Settings) -> Celery:
     """The app, pointed at ``settings``' broker (the HQ learns its URL only after starting Redis)."""
     if settings.broker_url and app.conf.broker_url != settings.broker_url:
-        if app._pool is not None:
-            app._pool.force_close_all()
+        # Close the old broker's connections *and forget them*: kombu keeps pools in a global registry keyed
+        # by broker, so a pool merely closed would be handed back, dead, on a later switch to that broker.
+        pools.reset()
         app._pool = None
         app.amqp._producer_pool = None
         app.conf.broker_url = settings.broker_url

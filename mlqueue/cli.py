@@ -22,11 +22,39 @@ def _fail(message: str, code: int = 2) -> None:
     sys.exit(code)
 
 
+def _client() -> Any:
+    """The HQ this command talks to (``--hq URL`` over HTTP, else this machine's store), its errors
+    ending the command with their message instead of a traceback."""
+    from mlqueue.client import ClientError, connect
+
+    params = click.get_current_context().find_root().params
+    try:
+        client = connect(params.get("hq_url"), params.get("token"))
+    except ClientError as exc:
+        _fail(str(exc))
+
+    class Reported:
+        def __getattr__(self, name: str) -> Any:
+            def call(*args: Any, **kwargs: Any) -> Any:
+                try:
+                    return getattr(client, name)(*args, **kwargs)
+                except ClientError as exc:
+                    _fail(str(exc))
+            return call
+
+    return Reported()
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option("--home", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="HQ home directory (data, logs, generated config). Default $MLQUEUE_HOME or ~/.mlqueue.")
 @click.version_option(package_name="mlqueue")
-def main(home: Path | None) -> None:
+@click.option("--hq", "hq_url", envvar="MLQUEUE_HQ_URL", default=None, metavar="URL",
+              help="Drive a remote HQ through its API, e.g. http://hq.local:8350 (env MLQUEUE_HQ_URL). "
+                   "Default: this machine's HQ, directly.")
+@click.option("--token", envvar="MLQUEUE_TOKEN", default=None,
+              help="The HQ's API token, with --hq (env MLQUEUE_TOKEN; default: from this machine's settings).")
+def main(home: Path | None, hq_url: str | None, token: str | None) -> None:
     """mlqueue: turn the idle computers in a house into a farm for machine-learning jobs.
 
     \b
@@ -74,18 +102,13 @@ def submit(paths: tuple[str, ...], wait: bool, timeout: float | None) -> None:
 
     Every Job is validated first; if any is wrong nothing is submitted and each problem is listed.
     """
-    from mlqueue import orders
-
     stdin_text = sys.stdin.read() if "-" in paths else None
     try:
-        valid = jobs.validate_all(jobs.collect(list(paths), stdin_text))
+        found = jobs.collect(list(paths), stdin_text)
     except jobs.JobError as exc:
         _fail(str(exc))
-    get_settings().require_urls()
-    try:
-        ids = orders.submit(valid, by=f"cli@{os.uname().nodename}")
-    except jobs.JobError as exc:
-        _fail(str(exc))
+    valid = [doc for _, doc in found]
+    ids = _client().submit(valid, where=[where for where, _ in found])
     for job_id, job in zip(ids, valid, strict=True):
         click.echo(f"submitted {job_id}  {job['scriptName']}")
     if wait:
@@ -93,15 +116,14 @@ def submit(paths: tuple[str, ...], wait: bool, timeout: float | None) -> None:
 
 
 def _wait_for(ids: list[str], timeout: float | None) -> None:
-    from mlqueue import orders, store
+    from mlqueue import orders
 
-    d = store.db()
+    client = _client()
     started = time.monotonic()
     done: set[str] = set()
     with click.progressbar(length=len(ids), label="jobs finished", show_pos=True, file=sys.stderr) as bar:
         while len(done) < len(ids):
-            finished = {o["jobId"] for o in d.orders.find(
-                {"jobId": {"$in": ids}, "state": {"$in": list(orders.FINAL)}}, {"jobId": 1})}
+            finished = {i for i, state in client.states(ids).items() if state in orders.FINAL}
             bar.update(len(finished - done))
             done |= finished
             if len(done) < len(ids):
@@ -110,7 +132,7 @@ def _wait_for(ids: list[str], timeout: float | None) -> None:
                           "(they go on; see `mlqueue status`)", code=3)
                 time.sleep(0.2)
     _print_results(ids=ids)
-    failed = d.orders.count_documents({"jobId": {"$in": ids}, "state": {"$ne": orders.SUCCEEDED}})
+    failed = sum(1 for state in client.states(ids).values() if state != orders.SUCCEEDED)
     if failed:
         sys.exit(1)
 
@@ -119,11 +141,8 @@ def _wait_for(ids: list[str], timeout: float | None) -> None:
 @click.option("--format", "fmt", type=click.Choice(tables.FORMATS), default="table", show_default=True)
 def status(fmt: str) -> None:
     """Orders by state, and the workers with what each is running."""
-    from mlqueue import outcomes
-
-    get_settings().require_urls()
-    counts = outcomes.state_counts()
-    workers = outcomes.workers()
+    report = _client().status()
+    counts, workers = report["orders"], report["workers"]
     if fmt == "json":
         click.echo(tables.to_json({"orders": counts, "workers": workers}))
         return
@@ -149,16 +168,12 @@ def status(fmt: str) -> None:
 @click.option("--limit", type=int, default=None, help="Show at most this many rows.")
 def results(fmt: str, sort: str, desc: bool, state: str | None, limit: int | None) -> None:
     """Outcomes joined with their hyperparameters, best first (lowest loss by default)."""
-    get_settings().require_urls()
     _print_results(fmt=fmt, sort=sort, desc=desc, state=state, limit=limit)
 
 
 def _print_results(fmt: str = "table", sort: str = "loss", desc: bool = False, state: str | None = None,
                    limit: int | None = None, ids: list[str] | None = None) -> None:
-    from mlqueue import outcomes
-
-    query = {"jobId": {"$in": ids}} if ids else None
-    rows = outcomes.results(sort=sort, descending=desc, state=state, limit=limit, query=query)
+    rows = _client().results(sort=sort, descending=desc, state=state, limit=limit, ids=ids)
     public = [{k: r[k] for k in ("jobId", "state", "outcome", "job")} for r in rows]
     if fmt == "json":
         click.echo(tables.to_json(public))
@@ -203,18 +218,9 @@ def _varying_hyperparameters(rows: list[dict[str, Any]]) -> list[str]:
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
 def show(job_id: str, fmt: str) -> None:
     """One Job: its fields, its Order's history and its Outcome."""
-    from bson import ObjectId
-
-    from mlqueue import orders, store
-
-    get_settings().require_urls()
-    try:
-        order = orders.get(job_id)
-    except orders.OrderError as exc:
-        _fail(str(exc))
-    job = store.db().jobs.find_one({"_id": ObjectId(order["jobId"])}, {"_id": 0})
+    order = _client().order(job_id)
+    job = order.pop("job", None)
     if fmt == "json":
-        order.pop("_id", None)
         click.echo(tables.to_json({"job": job, "order": order}))
         return
     click.echo(f"job {order['jobId']}  state {order['state']}  attempts {order.get('attempts')}  "
@@ -235,13 +241,7 @@ def show(job_id: str, fmt: str) -> None:
 @click.argument("job_id")
 def cancel(job_id: str) -> None:
     """Cancel a Job that has not finished (a running one is stopped within a heartbeat)."""
-    from mlqueue import orders
-
-    get_settings().require_urls()
-    try:
-        order = orders.cancel(job_id, by=f"cli@{os.uname().nodename}")
-    except orders.OrderError as exc:
-        _fail(str(exc))
+    order = _client().cancel(job_id)
     click.echo(f"cancelled {order['jobId']}")
 
 
@@ -249,13 +249,7 @@ def cancel(job_id: str) -> None:
 @click.argument("job_id")
 def requeue(job_id: str) -> None:
     """Run a Job again: a finished one is copied as a new Job; a stuck one is re-sent."""
-    from mlqueue import orders
-
-    get_settings().require_urls()
-    try:
-        new_id = orders.requeue(job_id, by=f"cli@{os.uname().nodename}")
-    except orders.OrderError as exc:
-        _fail(str(exc))
+    new_id = _client().requeue(job_id)
     click.echo(f"requeued as {new_id}" if new_id != job_id else f"requeued {job_id}")
 
 
@@ -379,6 +373,11 @@ def worker(celery_args: tuple[str, ...]) -> None:
     get_settings().require_urls()
     os.execvp(sys.executable, [sys.executable, "-m", "celery", "-A", "mlqueue", "worker", "-l", "info",
                                *celery_args])
+
+
+from mlqueue.sweeps_cli import sweep  # noqa: E402 - registered last: one line to add a command group
+
+main.add_command(sweep)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,13 @@
 """The HQ: the one long-running process on the main machine.
 
 It owns the home directory (data, logs, generated config and credentials), starts the embedded Redis
-and MongoDB-protocol servers unless real ones are configured, runs the reaper, and prints the exact
-command other machines paste to join as workers.
+and MongoDB-protocol servers unless real ones are configured, serves the HTTP API and dashboard
+(``mlqueue.api``) with uvicorn, runs Flower (Celery's own monitor) beside it, runs the reaper, and
+prints the exact command other machines paste to join as workers.
+
+Credentials: Redis always has a password; the MongoDB server requires a user and password whenever it
+listens beyond loopback; the API and Flower need the HQ token. All are generated once, kept in
+HOME/config.json (mode 600), and reused across restarts.
 """
 
 from __future__ import annotations
@@ -13,13 +18,16 @@ import os
 import secrets
 import signal
 import socket
+import subprocess
+import sys
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mlqueue import orders, store
-from mlqueue.servers import MongoServer, RedisServer, free_port
+from mlqueue import orders, ranking, store
+from mlqueue.servers import MongoServer, RedisServer, die_with_parent, free_port
 from mlqueue.settings import HOME_CONFIG_NAME, read_json_file, reload_settings
 
 log = logging.getLogger(__name__)
@@ -65,7 +73,11 @@ class HQ:
     config: dict[str, Any] = field(default_factory=dict)
     redis: RedisServer | None = None
     mongo: MongoServer | None = None
+    mongo_auth: bool | None = None
     stop_event: threading.Event = field(default_factory=threading.Event)
+    api_server: Any = None
+    api_thread: threading.Thread | None = None
+    flower: subprocess.Popen | None = None
 
     @property
     def config_path(self) -> Path:
@@ -78,10 +90,14 @@ class HQ:
         config = dict(previous)
         config.setdefault("redis_password", secrets.token_urlsafe(24))
         config.setdefault("token", secrets.token_urlsafe(32))
+        config.setdefault("mongo_password", secrets.token_urlsafe(24))
         config["bind"] = self.bind
         for key, asked in (("redis_port", self.redis_port), ("mongo_port", self.mongo_port),
                            ("http_port", self.http_port)):
             config[key] = choose_port(asked, previous.get(key), DEFAULT_PORTS[key], self.bind)
+        previous_flower = previous.get("flower_port")
+        config["flower_port"] = previous_flower if previous_flower and port_is_free(previous_flower, self.bind) \
+            else free_port()
         self.config = config
         return config
 
@@ -100,25 +116,39 @@ class HQ:
             self.config["mongo_url"] = external_mongo
         else:
             self.mongo = MongoServer(self.home / "mongo", self.home / "logs" / "mongo.log",
-                                     port=self.config["mongo_port"], bind=self.bind).start()
+                                     port=self.config["mongo_port"], bind=self.bind, auth=self.mongo_auth,
+                                     password=self.config["mongo_password"]).start()
             self.config["mongo_url"] = self.mongo.url
         self.config["embedded"] = {"redis": not external_broker, "mongo": not external_mongo}
         self.config_path.write_text(json.dumps(self.config, indent=2) + "\n")
         os.chmod(self.config_path, 0o600)
         (self.home / "hq.pid").write_text(str(os.getpid()))
 
+    @property
+    def public_host(self) -> str:
+        """The address other machines (and the browser) use to reach this HQ."""
+        return lan_address() if self.bind in ("0.0.0.0", "::", "") else self.bind
+
     def join_command(self) -> str:
         """The command to paste on another machine to make it a worker of this HQ."""
-        host = lan_address() if self.bind in ("0.0.0.0", "::") else self.bind
+        host = self.public_host
         broker = self.config["broker_url"].replace("127.0.0.1", host)
         mongo = self.config["mongo_url"].replace("127.0.0.1", host)
         return f"MLQUEUE_BROKER_URL='{broker}' MLQUEUE_MONGO_URL='{mongo}' celery -A mlqueue worker -l info"
 
     def banner(self) -> str:
+        web = f"http://{self.public_host}:{self.config['http_port']}"
+        store_url = self.config["mongo_url"]
         lines = [
             f"mlqueue HQ is up (home {self.home})",
-            f"  broker : {self.config['broker_url'].split('@')[-1]}",
-            f"  store  : {self.config['mongo_url']}",
+            f"  broker    : {self.config['broker_url'].split('@')[-1]}",
+            f"  store     : {store_url.split('@')[-1]}" + ("  (needs user and password)" if "@" in store_url else ""),
+            f"  dashboard : {web}/ui/",
+            f"  API       : {web}/docs",
+            f"  flower    : http://{self.public_host}:{self.config['flower_port']}/  (user mlqueue, password: "
+            "the token)",
+            f"  token     : the \"token\" in {self.config_path} (paste it at {web}/login; "
+            "send it as 'Authorization: Bearer TOKEN')",
             "",
             "On this machine, start a worker with:",
             f"  MLQUEUE_HOME={self.home} celery -A mlqueue worker -l info",
@@ -128,27 +158,73 @@ class HQ:
         if self.bind not in ("0.0.0.0", "::"):
             lines.append(f"  (servers listen on {self.bind} only: restart with `mlqueue hq --bind 0.0.0.0` "
                          "so other machines can reach them)")
-        lines += ["Submit work with:", f"  MLQUEUE_HOME={self.home} mlqueue submit tasks/demo_job.json"]
+        lines += ["Submit work with:", f"  MLQUEUE_HOME={self.home} mlqueue submit tasks/demo_job.json",
+                  "or from any machine, through the API:",
+                  f"  MLQUEUE_TOKEN=<token> mlqueue --hq {web} submit tasks/demo_job.json"]
         return "\n".join(lines)
+
+    def start_api(self, settings: Any) -> None:
+        """Serve the API and dashboard with uvicorn in a thread (the main thread keeps the signals)."""
+        import uvicorn
+
+        from mlqueue.api import create_app
+
+        config = uvicorn.Config(create_app(settings), host=self.bind, port=self.config["http_port"],
+                                log_level="warning", lifespan="off", timeout_graceful_shutdown=5)
+        self.api_server = uvicorn.Server(config)
+        self.api_thread = threading.Thread(target=self.api_server.run, name="api", daemon=True)
+        self.api_thread.start()
+        deadline = time.monotonic() + 30
+        while not self.api_server.started:
+            if not self.api_thread.is_alive() or time.monotonic() > deadline:
+                raise SystemExit(f"the HTTP API could not listen on {self.bind}:{self.config['http_port']} "
+                                 "(port taken?); choose another with `mlqueue hq --port N`")
+            time.sleep(0.05)
+
+    def start_flower(self) -> None:
+        """Celery's own monitor, password-protected with the token; it dies with the HQ."""
+        env = {**os.environ, "MLQUEUE_HOME": str(self.home), "MLQUEUE_BROKER_URL": self.config["broker_url"],
+               "MLQUEUE_MONGO_URL": self.config["mongo_url"]}
+        log_file = open(self.home / "logs" / "flower.log", "ab")  # noqa: SIM115 - owned by the child
+        self.flower = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "mlqueue", "flower", f"--port={self.config['flower_port']}",
+             f"--address={self.bind}", f"--basic-auth=mlqueue:{self.config['token']}"],
+            env=env, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            preexec_fn=die_with_parent if sys.platform == "linux" else None,
+        )
 
     def run(self) -> None:
         """Serve until SIGINT/SIGTERM, then stop the servers cleanly."""
         self.prepare()
-        self.start_servers()
-        settings = reload_settings()
-        store.forget_clients()
-        store.ensure_indexes(settings)
-        print(self.banner(), flush=True)
-        reaper = orders.Reaper("reaper@hq", settings)
-        threading.Thread(target=reaper.run_forever, args=(self.stop_event,), daemon=True).start()
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: self.stop_event.set())
         try:
+            self.start_servers()
+            settings = reload_settings()
+            store.forget_clients()
+            store.ensure_indexes(settings)
+            self.start_flower()
+            self.start_api(settings)
+            print(self.banner(), flush=True)
+            threading.Thread(target=ranking.warm, args=(settings,), name="warm-rankings", daemon=True).start()
+            reaper = orders.Reaper("reaper@hq", settings)
+            threading.Thread(target=reaper.run_forever, args=(self.stop_event,), daemon=True).start()
             self.stop_event.wait()
         finally:
             self.shutdown()
 
     def shutdown(self) -> None:
+        if self.api_server is not None:
+            self.api_server.should_exit = True
+            if self.api_thread is not None:
+                self.api_thread.join(10)
+        if self.flower is not None and self.flower.poll() is None:
+            self.flower.terminate()
+            try:
+                self.flower.wait(10)
+            except subprocess.TimeoutExpired:
+                self.flower.kill()
+                self.flower.wait(5)
         for server in (self.mongo, self.redis):
             if server:
                 server.stop()

@@ -17,6 +17,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import quote_plus
 
 import pymongo
 import redis
@@ -32,7 +33,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """In the child, before exec: ask Linux to SIGTERM us when our parent dies."""
     try:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
@@ -55,7 +56,7 @@ class _Server:
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child for its lifetime
         self.process = subprocess.Popen(
             argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            preexec_fn=_die_with_parent if self.tie_to_parent and sys.platform == "linux" else None,
+            preexec_fn=die_with_parent if self.tie_to_parent and sys.platform == "linux" else None,
         )
 
     def _wait_ready(self, probe: callable, what: str, timeout: float = 30.0) -> None:
@@ -129,20 +130,71 @@ class RedisServer(_Server):
         return self
 
 
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def is_loopback(bind: str) -> bool:
+    """True when only this machine can reach a server listening on ``bind``."""
+    return bind in LOOPBACK or bind.startswith("127.")
+
+
 @dataclass
 class MongoServer(_Server):
+    """SecantusDB in its own process; it requires a user and password when others can reach it.
+
+    ``auth=None`` (the default) turns authentication on exactly when ``bind`` is not loopback: a store
+    open to the house network must not accept anonymous writes. The user is provisioned the way
+    SecantusDB documents it: start once without ``--auth`` (bound to loopback only, so nobody else can
+    slip in meanwhile), ``createUser``/``updateUser``, stop, restart with ``--auth``.
+    """
+
+    auth: bool | None = None
+    username: str = "mlqueue"
+    password: str = ""
+
+    @property
+    def requires_auth(self) -> bool:
+        return self.auth if self.auth is not None else not is_loopback(self.bind)
+
     @property
     def url(self) -> str:
-        return f"mongodb://{self.host}:{self.port}/?directConnection=true"
+        if not self.requires_auth:
+            return f"mongodb://{self.host}:{self.port}/?directConnection=true"
+        creds = f"{quote_plus(self.username)}:{quote_plus(self.password)}@"
+        return f"mongodb://{creds}{self.host}:{self.port}/?directConnection=true&authSource=admin"
 
     def start(self) -> MongoServer:
         self.port = self.port or free_port()
-        self._spawn([sys.executable, "-m", "secantus", "--host", self.bind, "--port", str(self.port),
-                     "--storage-path", str(self.data_dir), "--sync-on-commit", "--log-level", "WARNING"])
+        if self.requires_auth:
+            if not self.password:
+                raise ServerError("the MongoDB server needs a password when authentication is on; "
+                                  "pass MongoServer(password=...) (the HQ keeps one in HOME/config.json)")
+            self._provision_user()
+        self._launch(self.bind, auth=self.requires_auth)
+        return self
+
+    def _launch(self, bind: str, auth: bool) -> None:
+        argv = [sys.executable, "-m", "secantus", "--host", bind, "--port", str(self.port),
+                "--storage-path", str(self.data_dir), "--sync-on-commit", "--log-level", "WARNING"]
+        self._spawn(argv + (["--auth"] if auth else []))
+        url = self.url if auth else f"mongodb://127.0.0.1:{self.port}/?directConnection=true"
 
         def probe() -> None:
-            with pymongo.MongoClient(self.url, serverSelectionTimeoutMS=500) as c:
+            with pymongo.MongoClient(url, serverSelectionTimeoutMS=500) as c:
+                # With credentials in the URL the driver authenticates first, so this also proves them.
                 c.admin.command("ping")
 
         self._wait_ready(probe, "the MongoDB server (secantus)", timeout=60)
-        return self
+
+    def _provision_user(self) -> None:
+        """Create the user (or reset its password to ours) on a loopback-only, auth-less start."""
+        self._launch("127.0.0.1", auth=False)
+        try:
+            with pymongo.MongoClient(f"mongodb://127.0.0.1:{self.port}/?directConnection=true",
+                                     serverSelectionTimeoutMS=5000) as c:
+                if c.admin.command("usersInfo", self.username).get("users"):
+                    c.admin.command("updateUser", self.username, pwd=self.password, roles=["root"])
+                else:
+                    c.admin.command("createUser", self.username, pwd=self.password, roles=["root"])
+        finally:
+            self.stop()

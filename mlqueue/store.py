@@ -70,13 +70,15 @@ def ensure_indexes(settings: Settings | None = None) -> None:
     d.outcomes.create_index("loss")
     d.outcomes.create_index("metric")
     d.outcomes.create_index("finishedDate")
+    # The store scans the whole collection for a range on ``_id`` alone; an index led by ``_id`` makes
+    # "Outcomes written since X" an index range (how ``ranking`` keeps its pages current).
+    d.outcomes.create_index([("_id", 1), ("jobId", 1)])
+    for field in ("state", "worker"):  # the result pages' filters (ranking's fallback queries them)
+        d.outcomes.create_index(field)
     d.jobs.create_index("createdDate")
     d.jobs.create_index("projectName")
     d.jobs.create_index("scriptName")
     d.workers.create_index("name", unique=True)
-    d.orders.create_index("updatedDate")  # the dashboard's table reads what changed since it last looked
-    d.orders.create_index("heartbeatAt")
-    d.orders.create_index("sweepId")
 
 
 def durable(action: Callable[[], T], what: str, settings: Settings | None = None) -> T:

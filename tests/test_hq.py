@@ -42,6 +42,7 @@ def test_servers_stopped_and_restarted_lose_no_job_and_workers_reconnect(tmp_pat
         farm.stop_all()
         own.mongo.stop()
         own.redis.stop()
+        monkeypatch.undo()  # settings must not keep pointing at these stopped servers for later tests
         reload_settings()
         store.forget_clients()
 

@@ -1,0 +1,253 @@
+"""One client interface for everything the CLI asks of an HQ, over HTTP or in-process.
+
+``HttpClient`` talks to a remote HQ's API (``mlqueue --hq http://hq.local:8350 ...``), so a laptop needs
+neither the broker nor the store. ``LocalClient`` calls ``orders``/``outcomes`` directly, as the CLI
+always did on the HQ's own machine. Both return the same shapes (datetimes as ``datetime``), and both
+raise ``ClientError`` with a message a person can act on, so the CLI has one code path.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+import httpx
+
+from mlqueue import orders
+from mlqueue.settings import Settings, get_settings
+
+PAGE = 1000
+IDS_PER_REQUEST = 100
+EPOCH = datetime.min.replace(tzinfo=UTC)
+ISO_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?\+00:00$")
+
+
+class ClientError(RuntimeError):
+    """An HQ refused or could not do something; ``status`` is the HTTP-style code (404, 409, 422...)."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class Client(Protocol):
+    def submit(self, jobs: list[dict[str, Any]], where: list[str] | None = None) -> list[str]: ...
+    def states(self, job_ids: list[str]) -> dict[str, str]: ...
+    def orders(self, state: str | None = None, limit: int = 50, offset: int = 0) -> list[dict[str, Any]]: ...
+    def order(self, job_id: str) -> dict[str, Any]: ...
+    def cancel(self, job_id: str) -> dict[str, Any]: ...
+    def requeue(self, job_id: str) -> str: ...
+    def results(self, sort: str = "loss", descending: bool = False, state: str | None = None,
+                limit: int | None = None, ids: list[str] | None = None) -> list[dict[str, Any]]: ...
+    def status(self) -> dict[str, Any]: ...
+    def workers(self) -> list[dict[str, Any]]: ...
+
+
+def connect(hq_url: str | None = None, token: str | None = None, settings: Settings | None = None) -> Client:
+    """An ``HttpClient`` when an HQ URL is given, else a ``LocalClient`` on this machine's settings."""
+    if hq_url:
+        settings = settings or get_settings()
+        return HttpClient(hq_url, token or settings.token)
+    return LocalClient(settings)
+
+
+def _by() -> str:
+    return f"cli@{os.uname().nodename}"
+
+
+class LocalClient:
+    """The client interface over the modules themselves (the HQ's machine, or any with store access)."""
+
+    def __init__(self, settings: Settings | None = None) -> None:
+        self._settings = settings
+
+    @property
+    def settings(self) -> Settings:
+        settings = self._settings or get_settings()
+        settings.require_urls()
+        return settings
+
+    def submit(self, jobs: list[dict[str, Any]], where: list[str] | None = None) -> list[str]:
+        from mlqueue import jobs as schema
+
+        labels = where or [f"jobs[{i}]" for i in range(len(jobs))]
+        try:
+            valid = schema.validate_all(list(zip(labels, jobs, strict=True)), self._settings)
+            return orders.submit(valid, by=_by(), settings=self.settings)
+        except schema.JobError as exc:
+            raise ClientError(str(exc), 422) from None
+
+    def states(self, job_ids: list[str]) -> dict[str, str]:
+        from mlqueue import store
+
+        found = store.db(self.settings).orders.find({"jobId": {"$in": job_ids}}, {"jobId": 1, "state": 1})
+        return {o["jobId"]: o["state"] for o in found}
+
+    def orders(self, state: str | None = None, limit: int = 50, offset: int = 0) -> list[dict[str, Any]]:
+        from mlqueue import outcomes
+
+        return outcomes.order_page(self.settings, {"state": state} if state else {}, offset, limit)
+
+    def order(self, job_id: str) -> dict[str, Any]:
+        from bson import ObjectId
+
+        from mlqueue import store
+
+        try:
+            order = orders.get(job_id, self.settings)
+        except orders.OrderError as exc:
+            raise ClientError(str(exc), 404) from None
+        order.pop("_id", None)
+        order["job"] = store.db(self.settings).jobs.find_one({"_id": ObjectId(order["jobId"])}, {"_id": 0})
+        return order
+
+    def cancel(self, job_id: str) -> dict[str, Any]:
+        try:
+            return orders.cancel(job_id, by=_by(), settings=self.settings)
+        except orders.OrderError as exc:
+            raise ClientError(str(exc), 409) from None
+
+    def requeue(self, job_id: str) -> str:
+        try:
+            return orders.requeue(job_id, by=_by(), settings=self.settings)
+        except orders.OrderError as exc:
+            raise ClientError(str(exc), 409) from None
+
+    def results(self, sort: str = "loss", descending: bool = False, state: str | None = None,
+                limit: int | None = None, ids: list[str] | None = None) -> list[dict[str, Any]]:
+        from mlqueue import outcomes
+
+        query = {"jobId": {"$in": ids}} if ids else None
+        return outcomes.results(self.settings, sort=sort, descending=descending, state=state, limit=limit,
+                                query=query)
+
+    def status(self) -> dict[str, Any]:
+        from mlqueue import outcomes
+
+        return {"orders": outcomes.state_counts(self.settings), "workers": outcomes.workers(self.settings)}
+
+    def workers(self) -> list[dict[str, Any]]:
+        from mlqueue import outcomes
+
+        return outcomes.workers(self.settings)
+
+
+class HttpClient:
+    """The client interface over a remote HQ's REST API (see ``mlqueue.api``)."""
+
+    def __init__(self, url: str, token: str | None, timeout: float = 60.0) -> None:
+        if not token:
+            raise ClientError("no token for the HQ: pass --token or set MLQUEUE_TOKEN to the `token` in the "
+                              "HQ's config.json (on the HQ machine: ~/.mlqueue/config.json)", 401)
+        self.url = url.rstrip("/")
+        self.http = httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {token}"}, timeout=timeout)
+
+    def close(self) -> None:
+        self.http.close()
+
+    def call(self, method: str, path: str, **kwargs: Any) -> Any:
+        """One request; errors become ``ClientError`` carrying the API's own message."""
+        try:
+            response = self.http.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise ClientError(f"cannot reach the HQ at {self.url} ({type(exc).__name__}: {exc}); is "
+                              "`mlqueue hq` running there, and is its port open to this machine?") from None
+        if response.status_code >= 400:
+            try:
+                message = response.json().get("error") or response.text
+            except ValueError:
+                message = response.text or response.reason_phrase
+            raise ClientError(f"{message} (HTTP {response.status_code})", response.status_code)
+        return revive(response.json())
+
+    def _pages(self, path: str, params: dict[str, Any], limit: int | None) -> list[dict[str, Any]]:
+        """Follow a listing's pages until it ends or ``limit`` rows are in."""
+        rows: list[dict[str, Any]] = []
+        while limit is None or len(rows) < limit:
+            size = PAGE if limit is None else min(PAGE, limit - len(rows))
+            page = self.call("GET", path, params={**params, "offset": len(rows), "limit": size})
+            rows += page["items"]
+            if page.get("next") is None:
+                break
+        return rows
+
+    def submit(self, jobs: list[dict[str, Any]], where: list[str] | None = None) -> list[str]:
+        try:
+            return self.call("POST", "/jobs", json=jobs)["jobIds"]
+        except ClientError as exc:
+            if where and exc.status == 422:
+                message = re.sub(r"jobs\[(\d+)\]", lambda m: where[int(m.group(1))], str(exc))
+                raise ClientError(message, 422) from None
+            raise
+
+    def states(self, job_ids: list[str]) -> dict[str, str]:
+        found: dict[str, str] = {}
+        for chunk in _chunks(job_ids) if job_ids else []:
+            for o in self._pages("/orders", {"jobId": chunk}, None):
+                found[o["jobId"]] = o["state"]
+        return found
+
+    def orders(self, state: str | None = None, limit: int = 50, offset: int = 0) -> list[dict[str, Any]]:
+        params = {"offset": offset, "limit": limit, **({"state": state} if state else {})}
+        return self.call("GET", "/orders", params=params)["items"]
+
+    def order(self, job_id: str) -> dict[str, Any]:
+        return self.call("GET", f"/orders/{job_id}", params={"metrics": orders.METRICS_KEPT})
+
+    def cancel(self, job_id: str) -> dict[str, Any]:
+        return self.call("POST", f"/orders/{job_id}/cancel")
+
+    def requeue(self, job_id: str) -> str:
+        return self.call("POST", f"/orders/{job_id}/requeue")["jobId"]
+
+    def results(self, sort: str = "loss", descending: bool = False, state: str | None = None,
+                limit: int | None = None, ids: list[str] | None = None) -> list[dict[str, Any]]:
+        """``outcomes.results`` over HTTP: finished Jobs from /outcomes, unfinished ones from /orders."""
+        rows: list[dict[str, Any]] = []
+        for chunk in _chunks(ids) if ids else [None]:
+            only = {"jobId": chunk} if chunk else {}
+            if state is None or state in orders.FINAL:
+                rows += self._pages("/outcomes", {"sort": sort, "desc": descending, **only,
+                                                  **({"state": state} if state else {})}, limit)
+            if state is None or state in orders.ACTIVE:
+                active = self._pages("/orders", {"state": [state] if state else list(orders.ACTIVE), **only}, limit)
+                rows += [{"jobId": o["jobId"], "state": o["state"], "outcome": None, "job": o.get("job") or {},
+                          "createdDate": o.get("createdDate"), "worker": o.get("worker"),
+                          "attempts": o.get("attempts", 0)} for o in active]
+        ranked = rank(rows, sort, descending)
+        return ranked[:limit] if limit else ranked
+
+    def status(self) -> dict[str, Any]:
+        return self.call("GET", "/status")
+
+    def workers(self) -> list[dict[str, Any]]:
+        return self.call("GET", "/workers")
+
+
+def rank(rows: list[dict[str, Any]], sort: str, descending: bool) -> list[dict[str, Any]]:
+    """Best first, as ``outcomes.results`` ranks: rows with a numeric ``sort`` in order, the rest newest first."""
+    def value(row: dict[str, Any]) -> float | None:
+        v = (row.get("outcome") or {}).get(sort)
+        return v if isinstance(v, int | float) and not isinstance(v, bool) else None
+
+    scored = sorted((r for r in rows if value(r) is not None), key=value, reverse=descending)  # type: ignore[arg-type]
+    rest = sorted((r for r in rows if value(r) is None), key=lambda r: r["jobId"])  # ties: submission order
+    rest.sort(key=lambda r: r.get("createdDate") or EPOCH, reverse=True)
+    return scored + rest
+
+
+def _chunks(ids: list[str]) -> list[list[str]]:
+    return [ids[i:i + IDS_PER_REQUEST] for i in range(0, len(ids), IDS_PER_REQUEST)]
+
+
+def revive(value: Any) -> Any:
+    """The API's ISO-8601 UTC strings back to datetimes, so both clients return the same types."""
+    if isinstance(value, dict):
+        return {k: revive(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [revive(v) for v in value]
+    if isinstance(value, str) and ISO_UTC.match(value):
+        return datetime.fromisoformat(value)
+    return value

@@ -1,0 +1,152 @@
+"""Jobs: every Job in one AG Grid, paged, sorted and filtered on the server (see ``table.JobTable``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dash_ag_grid as dag
+from dash import Input, Output, State, dcc, html
+from dash.exceptions import PreventUpdate
+
+from mlqueue import orders
+from mlqueue.dashboard.common import Ctx
+
+PAGE_SIZE = 50
+QUICK_FILTERS = {"state": "State", "scriptName": "Script", "projectName": "Project", "sweepId": "Sweep"}
+SHOWN_FIRST = ["jobId", "state", "scriptName", "projectName", "sweepId", "worker", "createdDate",
+               "durationSeconds", "epoch", "outcome.loss", "outcome.metric"]
+HYPERPARAMETERS_SHOWN = 6
+FILTERS = {"number": "agNumberColumnFilter", "date": "agTextColumnFilter", "bool": "agTextColumnFilter",
+           "text": "agTextColumnFilter"}
+# Columns shown as links: the row carries a markdown link next to the raw value the server sorts and filters.
+LINKED = {"jobId": "jobLink", "sweepId": "sweepLink"}
+REFRESH = """function(n_clicks, n_intervals) {
+    const api = dash_ag_grid.getApi('jobs-grid');
+    if (api) { api.refreshInfiniteCache(); }
+    return window.dash_clientside.no_update;
+}"""
+
+
+def default_columns(columns: list[tuple[str, str]]) -> list[str]:
+    hyper = [c for c, _ in columns if c.startswith("job.")][:HYPERPARAMETERS_SHOWN]
+    present = {c for c, _ in columns}
+    return [c for c in SHOWN_FIRST if c in present] + hyper
+
+
+def column_defs(columns: list[tuple[str, str]], shown: list[str]) -> list[dict[str, Any]]:
+    """AG Grid column definitions: filter by kind, raw ids as ``colId`` so sort and filter models name them."""
+    defs = []
+    for column, kind in columns:
+        header = column.removeprefix("job.").removeprefix("outcome.") if "." in column else column
+        spec: dict[str, Any] = {"colId": column, "field": LINKED.get(column, column), "headerName": header,
+                                "headerTooltip": column, "filter": FILTERS[kind], "hide": column not in shown}
+        if column in LINKED:
+            spec.update(cellRenderer="markdown", width=215, pinned="left" if column == "jobId" else None)
+        if kind == "number":
+            spec["type"] = "rightAligned"
+        defs.append(spec)
+    return defs
+
+
+def summary(ctx: Ctx) -> str:
+    if not ctx.table.ready:
+        return "Reading the jobs table: the newest Jobs are shown; sorting and filtering follow in a moment."
+    frame = ctx.table.frame()
+    counts = frame["state"].value_counts()
+    parts = [f"{counts.get(s, 0)} {s}" for s in orders.STATES if counts.get(s, 0)]
+    return f"{len(frame)} jobs" + (": " + ", ".join(parts) if parts else "")
+
+
+def layout(ctx: Ctx, _arg: str | None, query: dict[str, str]) -> html.Div:
+    columns = ctx.table.columns()
+    shown = default_columns(columns)
+    filters = [html.Div([html.Label(label), dcc.Dropdown(id=f"jobs-f-{column}", options=ctx.table.values(column),
+                                                        value=query.get(column), placeholder="any")],
+                        className="filter") for column, label in QUICK_FILTERS.items()]
+    toolbar = html.Div([
+        *filters,
+        html.Div([html.Label("Columns"), dcc.Dropdown(id="jobs-columns", options=[c for c, _ in columns],
+                                                      value=shown, multi=True)], className="columns"),
+        html.Button("Refresh", id="jobs-refresh", className="secondary"),
+        html.Button("Export CSV", id="jobs-export"),
+        dcc.Download(id="jobs-csv"),
+    ], className="toolbar")
+    grid = dag.AgGrid(
+        id="jobs-grid", rowModelType="infinite", columnDefs=column_defs(columns, shown),
+        filterModel=_quick_filter_model({}, {c: query.get(c) for c in QUICK_FILTERS}),
+        defaultColDef={"sortable": True, "resizable": True, "floatingFilter": True,
+                       "filterParams": {"debounceMs": 300, "maxNumConditions": 2}, "width": 135},
+        dashGridOptions={"pagination": True, "paginationPageSize": PAGE_SIZE, "cacheBlockSize": PAGE_SIZE,
+                         "maxBlocksInCache": 20, "infiniteInitialRowCount": 1, "rowBuffer": 0,
+                         "suppressFieldDotNotation": True, "tooltipShowDelay": 300,
+                         "suppressColumnVirtualisation": True},
+        getRowId="params.data.jobId", style={"height": "640px"}, className="ag-theme-quartz",
+    )
+    return html.Div([
+        html.H2("Jobs"), html.Div(summary(ctx), id="jobs-summary", className="summary"), toolbar, grid,
+        dcc.Interval(id="jobs-tick", interval=5000),
+    ])
+
+
+def _quick_filter_model(model: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
+    model = dict(model or {})
+    for column, value in values.items():
+        if value in (None, ""):
+            model.pop(column, None)
+        else:
+            model[column] = {"filterType": "text", "type": "equals", "filter": str(value)}
+    return model
+
+
+def _with_links(ctx: Ctx, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    for row in rows:
+        row["jobLink"] = f"[{row['jobId']}]({ctx.href('/job/' + row['jobId'])})"
+        if row.get("sweepId"):
+            row["sweepLink"] = f"[{row['sweepId']}]({ctx.href('/sweep/' + str(row['sweepId']))})"
+    return rows
+
+
+def register(ctx: Ctx) -> None:
+    app = ctx.app
+
+    @app.callback(Output("jobs-grid", "getRowsResponse"), Input("jobs-grid", "getRowsRequest"),
+                  prevent_initial_call=True)
+    def _rows(request: dict[str, Any] | None) -> dict[str, Any]:
+        if not request:
+            raise PreventUpdate
+        rows, count = ctx.table.page(int(request.get("startRow", 0)), int(request.get("endRow", PAGE_SIZE)),
+                                     request.get("sortModel"), request.get("filterModel"))
+        response: dict[str, Any] = {"rowData": _with_links(ctx, rows)}
+        if count is not None:
+            response["rowCount"] = count
+        return response
+
+    @app.callback(Output("jobs-grid", "filterModel"),
+                  [Input(f"jobs-f-{column}", "value") for column in QUICK_FILTERS],
+                  State("jobs-grid", "filterModel"), prevent_initial_call=True)
+    def _quick_filters(*values_and_model: Any) -> dict[str, Any]:
+        *values, model = values_and_model
+        return _quick_filter_model(model, dict(zip(QUICK_FILTERS, values, strict=True)))
+
+    @app.callback(Output("jobs-grid", "columnDefs"), Input("jobs-columns", "value"), prevent_initial_call=True)
+    def _choose_columns(shown: list[str] | None) -> list[dict[str, Any]]:
+        return column_defs(ctx.table.columns(), shown or ["jobId"])
+
+    @app.callback(Output("jobs-csv", "data"), Input("jobs-export", "n_clicks"),
+                  State("jobs-grid", "getRowsRequest"), State("jobs-grid", "filterModel"),
+                  State("jobs-columns", "value"), prevent_initial_call=True)
+    def _export(_clicks: int | None, request: dict[str, Any] | None, filter_model: dict[str, Any] | None,
+                shown: list[str] | None) -> dict[str, Any]:
+        request = request or {}
+        text = ctx.table.to_csv(shown or ["jobId"], request.get("sortModel"),
+                                request.get("filterModel", filter_model))
+        return {"content": text, "filename": "mlqueue-jobs.csv", "type": "text/csv", "base64": False}
+
+    @app.callback(Output("jobs-summary", "children"), [Output(f"jobs-f-{c}", "options") for c in QUICK_FILTERS],
+                  Input("jobs-tick", "n_intervals"), prevent_initial_call=True)
+    def _summary(_n: int | None) -> tuple[Any, ...]:
+        """Counts, and the quick filters' choices (new projects, scripts, sweeps), every few seconds."""
+        return summary(ctx), *(ctx.table.values(column) for column in QUICK_FILTERS)
+
+    app.clientside_callback(REFRESH, Output("jobs-refresh", "title"), Input("jobs-refresh", "n_clicks"),
+                            Input("jobs-tick", "n_intervals"), prevent_initial_call=True)
