@@ -29,9 +29,12 @@ stop: ## stop what `make run` started
 test: $(STAMP) /usr/bin/chromium ## the whole test suite against real servers and workers
 	$(PY) -m pytest -q
 
-bench: $(STAMP) ## benchmarks; figures are printed and saved in bench/results/
+bench: $(STAMP) /usr/bin/chromium ## benchmarks (long); figures are printed and saved in bench/results/
 	$(PY) bench/throughput.py
+	$(PY) bench/nn_throughput.py
 	$(PY) bench/api_latency.py
+	$(PY) bench/dashboard_first_page.py
+	$(PY) bench/sweep_efficiency.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check mlqueue ml_scripts tests bench
