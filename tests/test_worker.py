@@ -86,6 +86,10 @@ def test_worker_killed_mid_job_is_rerun_elsewhere_with_exactly_one_outcome(farm:
     assert order["outcome"]["worker"].startswith("w2@")
     assert any("lost" in e["why"] and "w1@" in e["why"] for e in order["history"])
     assert any(e["by"].startswith("reaper@w2@") for e in order["history"])  # no HQ process: w2's reaper healed it
+    from mlqueue import outcomes
+
+    online = {w["name"].split("@")[0]: w["online"] for w in outcomes.workers(farm.settings)}
+    assert online == {"w1": False, "w2": True}  # the killed worker said no goodbye; its silence shows
     assert farm.db.outcomes.count_documents({"jobId": job_id}) == 1
 
 
