@@ -29,6 +29,7 @@ from typing import Any
 from mlqueue import orders, ranking, store
 from mlqueue.servers import MongoServer, RedisServer, die_with_parent, free_port
 from mlqueue.settings import HOME_CONFIG_NAME, read_json_file, reload_settings
+from mlqueue.sweep_driver import Driver
 
 log = logging.getLogger(__name__)
 DEFAULT_PORTS = {"redis_port": 6390, "mongo_port": 27027, "http_port": 8350}
@@ -209,6 +210,8 @@ class HQ:
             threading.Thread(target=ranking.warm, args=(settings,), name="warm-rankings", daemon=True).start()
             reaper = orders.Reaper("reaper@hq", settings)
             threading.Thread(target=reaper.run_forever, args=(self.stop_event,), daemon=True).start()
+            driver = Driver(owner="driver@hq", settings=settings)  # sweeps advance with no CLI waiting on them
+            threading.Thread(target=driver.run_forever, args=(self.stop_event,), name="sweeps", daemon=True).start()
             self.stop_event.wait()
         finally:
             self.shutdown()

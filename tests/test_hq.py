@@ -101,3 +101,36 @@ def test_hq_writes_its_home_config_prints_the_join_command_and_stops_its_servers
             raise AssertionError("the HQ's MongoDB server outlived the HQ")
         except pymongo.errors.ServerSelectionTimeoutError:
             pass
+
+
+def test_a_sweep_submitted_without_waiting_is_driven_by_the_hq(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    hq = _start_hq(home)
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("MLQUEUE_")}, "MLQUEUE_HOME": str(home)}
+    worker = None
+    try:
+        wait_for(lambda: "HQ is up" in (hq.stdout.readline() or ""), timeout=90, what="HQ banner")
+        worker = subprocess.Popen([sys.executable, "-m", "celery", "-A", "mlqueue", "worker", "-c", "1", "-n",
+                                   "hqw@%h"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL, start_new_session=True)
+        sweep = tmp_path / "tiny.yaml"
+        sweep.write_text("name: tiny\nbase: {scriptName: toy}\nspace:\n  x: {float: [-1, 1]}\n"
+                         "objective: loss\nmethod: random\nbudget: {maxTrials: 3, maxParallel: 1}\n")
+        started = subprocess.run([sys.executable, "-m", "mlqueue.cli", "sweep", str(sweep)], cwd=ROOT, env=env,
+                                 capture_output=True, text=True, timeout=60)
+        assert started.returncode == 0, started.stderr
+        sweep_id = started.stdout.split()[0]
+
+        def finished() -> bool:
+            shown = subprocess.run([sys.executable, "-m", "mlqueue.cli", "results", "--format", "json"], cwd=ROOT,
+                                   env=env, capture_output=True, text=True, timeout=60)
+            rows = [r for r in json.loads(shown.stdout or "[]") if r["job"].get("sweepId") == sweep_id]
+            return len(rows) == 3 and all(r["state"] == "succeeded" for r in rows)
+
+        wait_for(finished, timeout=120, what="the HQ's driver to run all 3 trials")
+    finally:
+        if worker is not None:
+            os.killpg(worker.pid, signal.SIGTERM)
+            worker.wait(30)
+        hq.send_signal(signal.SIGTERM)
+        hq.wait(60)
