@@ -381,7 +381,8 @@ def requeue(job_id: str, by: str = "cli", settings: Settings | None = None) -> s
     d = store.db(settings)
     if order["state"] in FINAL:
         job = d.jobs.find_one({"_id": ObjectId(order["jobId"])})
-        copy = {k: v for k, v in job.items() if k not in ("_id", "createdDate")}
+        # a requeued trial is a Job of its own: it must not count in (or confuse) its sweep's study
+        copy = {k: v for k, v in job.items() if k not in ("_id", "createdDate", "sweepId", "trialNumber")}
         copy["requeuedFrom"] = order["jobId"]
         return submit([copy], by=by, settings=settings)[0]
     delivery = new_delivery()

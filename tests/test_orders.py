@@ -121,7 +121,7 @@ def test_reaper_repairs_an_outcome_that_was_not_copied(farm: Farm) -> None:
 
 
 def test_cancel_and_requeue(farm: Farm) -> None:
-    [job_id] = farm.submit({"scriptName": "toy", "x": 1})
+    [job_id] = farm.submit({"scriptName": "toy", "x": 1, "sweepId": "s1", "trialNumber": 4})
     cancelled = orders.cancel(job_id[:10], by="me", settings=farm.settings)
     assert cancelled["state"] == "cancelled" and cancelled["outcome"]["reason"] == "cancelled"
     try:
@@ -131,6 +131,7 @@ def test_cancel_and_requeue(farm: Farm) -> None:
         assert "already cancelled" in str(exc)
     new_id = orders.requeue(job_id, settings=farm.settings)
     assert new_id != job_id
-    assert farm.db.jobs.find_one({"requeuedFrom": job_id})["x"] == 1
+    copy = farm.db.jobs.find_one({"requeuedFrom": job_id})
+    assert copy["x"] == 1 and "sweepId" not in copy and "trialNumber" not in copy
     assert farm.order(new_id)["state"] == "unassigned"
     assert farm.db.outcomes.count_documents({"jobId": job_id}) == 1
