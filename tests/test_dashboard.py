@@ -381,8 +381,12 @@ def test_the_jobs_table_answers_from_memory_and_sees_new_jobs(farm: Farm, hq: HQ
     farm.start_worker("w1")
     for job_id in ids:
         farm.wait_final(job_id)
-    page.click("#jobs-refresh")
-    wait_rows(page, 0)
+
+    def refreshed_empty() -> bool:
+        page.click("#jobs-refresh")
+        return row_count(page) == 0
+
+    wait_for(refreshed_empty, timeout=60, what="the refreshed jobs table to show no unassigned Job")
 
 
 def test_the_table_reads_only_what_changed_and_filters_like_the_grid_asks(farm: Farm) -> None:
