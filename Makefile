@@ -32,6 +32,7 @@ test: $(STAMP) /usr/bin/chromium ## the whole test suite against real servers an
 bench: $(STAMP) /usr/bin/chromium ## benchmarks (long); figures are printed and saved in bench/results/
 	$(PY) bench/throughput.py
 	$(PY) bench/nn_throughput.py
+	$(PY) bench/dataset_cache.py
 	$(PY) bench/api_latency.py
 	$(PY) bench/dashboard_first_page.py
 	$(PY) bench/sweep_efficiency.py
