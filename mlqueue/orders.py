@@ -116,7 +116,7 @@ def submit(jobs: list[dict[str, Any]], by: str = "cli", settings: Settings | Non
     datasets.require(jobs, settings)
     d = store.db(settings)
     created = now()
-    ids = []
+    deliveries: dict[str, str] = {}
     for job in jobs:
         doc = {k: v for k, v in job.items() if k != "_id"}
         doc["createdDate"] = created
@@ -141,11 +141,10 @@ def submit(jobs: list[dict[str, Any]], by: str = "cli", settings: Settings | Non
             "log": [],
         }
         store.durable(lambda order=order: d.orders.insert_one(order), "store order", settings)
-        ids.append(job_id)
-    for job_id in ids:
-        order = d.orders.find_one({"jobId": job_id}, {"delivery": 1})
-        enqueue(job_id, order["delivery"], settings)
-    return ids
+        deliveries[job_id] = order["delivery"]
+    for job_id, delivery in deliveries.items():  # only once every Job is stored: all or nothing is queued
+        enqueue(job_id, delivery, settings)
+    return list(deliveries)
 
 
 def enqueue(job_id: str, delivery: str, settings: Settings | None = None) -> bool:

@@ -122,6 +122,14 @@ class Farm:
                               env={**self.env, **extra_env}, capture_output=True, text=True, timeout=120)
 
 
+def start_hq(home: Path, *args: str) -> subprocess.Popen:
+    """A real ``mlqueue hq`` process on free ports, with none of this test process' MLQUEUE_* settings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLQUEUE_")}
+    return subprocess.Popen([sys.executable, "-m", "mlqueue.cli", "hq", "--home", str(home), "--redis-port", "0",
+                             "--mongo-port", "0", "--port", "0", *args], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
 def farm_env(servers: Servers, home: Path, name: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLQUEUE_")}
     env.update({

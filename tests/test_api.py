@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 from api_helpers import Served, insert_finished, serve
-from conftest import ROOT, Farm, wait_for
+from conftest import Farm, start_hq, wait_for
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
 from starlette.routing import Mount, Route
@@ -358,16 +355,9 @@ def test_generated_requests_never_get_a_server_error(api: Served, farm: Farm) ->
 # --------------------------------------------------------------------------- the real HQ
 
 
-def _start_hq(home: Path) -> subprocess.Popen:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLQUEUE_")}
-    return subprocess.Popen([sys.executable, "-m", "mlqueue.cli", "hq", "--home", str(home), "--redis-port", "0",
-                             "--mongo-port", "0", "--port", "0"], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-
-
 def test_the_real_hq_serves_api_login_redirect_and_flower_then_stops_them(tmp_path: Path) -> None:
     home = tmp_path / "home"
-    hq = _start_hq(home)
+    hq = start_hq(home)
     lines: list[str] = []
     try:
         wait_for(lambda: lines.append(hq.stdout.readline()) or any("mlqueue --hq" in ln for ln in lines),

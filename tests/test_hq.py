@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pymongo
-from conftest import ROOT, make_farm, start_servers, wait_for
+from conftest import ROOT, make_farm, start_hq, start_servers, wait_for
 
 from mlqueue import store
 from mlqueue.settings import reload_settings
@@ -67,16 +67,9 @@ def test_acknowledged_writes_survive_a_kill_9_of_both_servers(tmp_path: Path) ->
         own.redis.stop()
 
 
-def _start_hq(home: Path, *args: str) -> subprocess.Popen:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLQUEUE_")}
-    return subprocess.Popen([sys.executable, "-m", "mlqueue.cli", "hq", "--home", str(home), "--redis-port", "0",
-                             "--mongo-port", "0", "--port", "0", *args], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-
-
 def test_hq_writes_its_home_config_prints_the_join_command_and_stops_its_servers(tmp_path: Path) -> None:
     home = tmp_path / "home"
-    hq = _start_hq(home)
+    hq = start_hq(home)
     lines: list[str] = []
     try:
         wait_for(lambda: lines.append(hq.stdout.readline()) or any("celery -A mlqueue worker" in ln for ln in lines)
@@ -105,7 +98,7 @@ def test_hq_writes_its_home_config_prints_the_join_command_and_stops_its_servers
 
 def test_a_sweep_submitted_without_waiting_is_driven_by_the_hq(tmp_path: Path) -> None:
     home = tmp_path / "home"
-    hq = _start_hq(home)
+    hq = start_hq(home)
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("MLQUEUE_")}, "MLQUEUE_HOME": str(home)}
     worker = None
     try:
