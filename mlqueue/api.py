@@ -283,6 +283,7 @@ def create_app(settings: Settings, dashboard: bool = True) -> FastAPI:
     app.state.settings = settings
     _install_error_handlers(app)
     _add_routes(app, settings)
+    app.include_router(__import__("mlqueue.seeds_api", fromlist=["router"]).router)  # the seeds' routes
     if dashboard:
         mount_dashboard(app, settings)
     app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)

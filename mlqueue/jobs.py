@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from mlqueue import scripts
+from mlqueue import scripts, seeds
 from mlqueue.settings import Settings, get_settings
 
 
@@ -57,9 +57,12 @@ def validate(document: Any, where: str = "job", settings: Settings | None = None
     if not isinstance(document, dict):
         raise JobError(f"{where}: a Job must be a JSON object, got {type(document).__name__}")
     try:
+        document = seeds.normalised(document)  # the seeds' jobParameters/execution nesting, flattened
         spec = JobSpec.model_validate(document)
     except ValidationError as exc:
         raise JobError(_explain(exc, where)) from None
+    except seeds.SeedsShapeError as exc:
+        raise JobError(f"{where}: {exc}") from None
     try:
         script = scripts.resolve(spec.scriptName, settings, pinned=spec.scriptHash)
     except scripts.ScriptNotFound as exc:

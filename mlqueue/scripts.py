@@ -9,7 +9,8 @@ Two kinds of script run:
 - *module* scripts expose ``run(job, report) -> dict`` and run inside the worker process;
 - *command-line* scripts (no ``run`` function, or a Job with ``"scriptMode": "subprocess"``) run as
   their own process the way the seeds' scripts did: ``python script.py '<job json>'``, or with
-  ``"scriptArgs": "positional"``: ``python script.py dataFileName dataPath writePath '<job json>'``.
+  ``"scriptArgs": "positional"``: ``python script.py dataFileName dataPath/ writePath/ '<execution json>'``
+  exactly as the seeds' runner called them (see ``mlqueue.seeds``).
   The last line they print must be one JSON object: the Outcome.
 """
 
@@ -33,6 +34,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from mlqueue import seeds
 from mlqueue.settings import Settings, get_settings
 
 NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*(\.py)?$")
@@ -265,11 +267,7 @@ class CommandLineScript:
     def argv(self, job: dict[str, Any]) -> list[str]:
         payload = json.dumps({k: v for k, v in job.items()}, default=str)
         if job.get("scriptArgs") == "positional":
-            data_path = job.get("dataPath")
-            data_dir = str(Path(data_path).parent) if data_path else ""
-            data_name = Path(data_path).name if data_path else str(job.get("dataFileName", ""))
-            return [sys.executable, "-u", str(self.script.path), data_name, data_dir,
-                    str(job.get("writePath", ".")), payload]
+            return [sys.executable, "-u", str(self.script.path), *seeds.positional_args(job)]
         return [sys.executable, "-u", str(self.script.path), payload]
 
     def run(self, job: dict[str, Any], report: Any) -> dict[str, Any]:

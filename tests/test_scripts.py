@@ -34,7 +34,7 @@ def test_seed_positional_script_pushed_then_run_as_a_job(farm: Farm, tmp_path: P
     assert pushed.returncode == 0, pushed.stderr
     farm.start_worker("w1")
     [job_id] = farm.submit({"scriptName": "encoder", "scriptArgs": "positional", "projectName": "wine",
-                            "dataFileName": "wine.csv", "tag": "t1"})
+                            "dataFileName": "wine.csv", "execution": {"tag": "t1"}})
     order = farm.wait_final(job_id)
     assert order["state"] == "succeeded", order.get("outcome")
     outcome = order["outcome"]
