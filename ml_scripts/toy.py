@@ -12,6 +12,8 @@ Control fields (not hyperparameters) reproduce every failure path by hand:
   ``crashWorker``   kill the worker process abruptly (SIGKILL, as a segfault would)
   ``printLines``    print that many lines (to see a Job's log)
   ``writeArtifact`` save the "model" (its hyperparameters) as an artifact file
+  ``checkpointEvery`` save a checkpoint every that many epochs; a resumed attempt (``resumeFrom``)
+                    continues after the checkpoint's epoch (``startEpoch`` in the Outcome says where)
 With a ``dataFileName`` it counts the dataset's lines (``dataRows``), proving the data arrived.
 """
 
@@ -28,7 +30,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 CONTROL = {"epochs", "sleepSeconds", "raiseError", "crashWorker", "noise", "seed", "timeLimit", "maxAttempts",
-           "printLines", "writeArtifact", "trialNumber"}
+           "printLines", "writeArtifact", "trialNumber", "checkpointEvery", "resumeEpoch"}
 
 
 class Params(BaseModel):
@@ -44,6 +46,7 @@ class Params(BaseModel):
     seed: int | None = None
     printLines: int = Field(default=0, ge=0)
     writeArtifact: bool = False
+    checkpointEvery: int = Field(default=0, ge=0)
 
 
 def optimum(name: str) -> float:
@@ -66,16 +69,21 @@ def run(job: dict[str, Any], report: Any) -> dict[str, Any]:
         os.kill(os.getpid(), signal.SIGKILL)
     final = true_loss(job) + abs(rng.gauss(0, params.noise))
     steps = max(params.epochs, 1)
-    for epoch in range(1, params.epochs + 1):
+    start = _resume_epoch(job) + 1
+    for epoch in range(start, params.epochs + 1):
         time.sleep(params.sleepSeconds / steps)
-        report(epoch=epoch, loss=final + 10.0 / epoch)
+        if params.checkpointEvery and epoch % params.checkpointEvery == 0 and job.get("checkpointDir"):
+            report(epoch=epoch, loss=final + 10.0 / epoch, checkpoint=_save(job["checkpointDir"], epoch))
+        else:
+            report(epoch=epoch, loss=final + 10.0 / epoch)
     if not params.epochs and params.sleepSeconds:
         time.sleep(params.sleepSeconds)
     for line in range(params.printLines):
         print(f"toy line {line + 1} of {params.printLines}", flush=True)
     if params.raiseError:
         raise RuntimeError(params.raiseError)
-    outcome = {"status": 200, "loss": final, "metric": 1.0 / (1.0 + final), "epochsRun": params.epochs}
+    outcome = {"status": 200, "loss": final, "metric": 1.0 / (1.0 + final), "epochsRun": params.epochs,
+               "startEpoch": start}
     if job.get("dataPath"):
         with open(job["dataPath"], "rb") as fh:
             outcome["dataRows"] = sum(1 for _ in fh)
@@ -85,6 +93,21 @@ def run(job: dict[str, Any], report: Any) -> dict[str, Any]:
             json.dump({k: v for k, v in job.items() if k not in ("dataPath", "writePath")}, fh)
         outcome["artifacts"] = [{"name": "toy_model.json", "path": path}]
     return outcome
+
+
+def _save(folder: str, epoch: int) -> str:
+    """The toy's whole training state is its epoch."""
+    path = os.path.join(folder, "toy_state.json")
+    with open(path, "w") as fh:
+        json.dump({"epoch": epoch}, fh)
+    return path
+
+
+def _resume_epoch(job: dict[str, Any]) -> int:
+    if not job.get("resumeFrom"):
+        return 0
+    with open(job["resumeFrom"]) as fh:
+        return int(json.load(fh)["epoch"])
 
 
 if __name__ == "__main__":

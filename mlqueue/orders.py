@@ -1,7 +1,8 @@
 """The job lifecycle, in one place: every state an Order can be in and every way it moves.
 
     unassigned -> assigned -> running -> succeeded | failed | cancelled | pruned
-         ^___________|___________|  (lost: no heartbeat -> back to unassigned, or failed at maxAttempts)
+         ^___________|___________|  (lost: no heartbeat -> back to unassigned, or failed at maxAttempts;
+                                     yielded: the worker's owner came back -> back to unassigned)
 
 Each move is one atomic, conditional update of the Order document ("only if it is still in the state
 and delivery I think it is"), so two workers, a late report from a worker presumed dead, a duplicate
@@ -105,6 +106,11 @@ def _note(job_id: str, by: str, why: str, settings: Settings | None = None) -> N
     )
 
 
+def note(job_id: str, by: str, why: str, settings: Settings | None = None) -> None:
+    """A history line from another module (a resumed checkpoint, an owner pause)."""
+    _note(job_id, by, why, settings)
+
+
 # --------------------------------------------------------------------------- submit and queue
 
 
@@ -191,7 +197,7 @@ def claim(job_id: str, delivery: str, worker: str, settings: Settings | None = N
         log.warning("message for unknown job %s ignored", job_id)
         return None
     why = _holder_gone(current, delivery, host, settings)
-    if why and current.get("attempts", 0) >= current.get("maxAttempts", settings.max_attempts):
+    if why and counted_attempts(current) >= current.get("maxAttempts", settings.max_attempts):
         _close(current, FAILED, "lost", f"attempt {current['attempts']} lost ({why}); gave up after "
                f"{current['attempts']} attempts (maxAttempts)", worker, settings)
         return None
@@ -267,6 +273,41 @@ def record_metrics(order: dict[str, Any], metrics: dict[str, Any], settings: Set
     if after is None:
         return "lost"
     return "stop" if after.get("stopRequested") else "ok"
+
+
+def counted_attempts(order: dict[str, Any]) -> int:
+    """Attempts that count toward ``maxAttempts``: not those that made progress (a new checkpoint) or
+    were given back by an owner yield — a machine going away is not the Job's fault. A Job that kills
+    its machine before making progress still runs out of attempts."""
+    return order.get("attempts", 0) - len(order.get("exemptAttempts") or [])
+
+
+def set_checkpoint(order: dict[str, Any], pointer: dict[str, Any], progress: bool,
+                   settings: Settings | None = None) -> bool:
+    """Point the Order at a fully uploaded checkpoint, if this attempt still holds it (see checkpoints)."""
+    update: dict[str, Any] = {"$set": {"checkpoint": pointer, "heartbeatAt": now()}}
+    if progress:
+        update["$addToSet"] = {"exemptAttempts": order["attempts"]}
+    result = store.durable(lambda: store.db(settings).orders.update_one(_gate(order), update),
+                           "point order at checkpoint", settings)
+    return result.matched_count == 1
+
+
+def give_back(order: dict[str, Any], why: str, by: str, settings: Settings | None = None) -> bool:
+    """Yield: a held Order goes back to unassigned for another machine, keeping its checkpoint.
+
+    Conditional on the attempt still holding it; the attempt does not count toward ``maxAttempts``.
+    """
+    delivery = new_delivery()
+    moved = _move({**_gate(order), "state": {"$in": list(HELD)}}, UNASSIGNED, by,
+                  f"attempt {order['attempts']} yielded ({why}); queued again", settings,
+                  set_={"delivery": delivery, "enqueuedAt": None, "worker": None, "pid": None, "pausedBy": None})
+    if not moved:
+        return False
+    store.db(settings).orders.update_one({"jobId": order["jobId"], "delivery": delivery},
+                                         {"$addToSet": {"exemptAttempts": order["attempts"]}})
+    enqueue(order["jobId"], delivery, settings)
+    return True
 
 
 def append_log(order: dict[str, Any], lines: list[dict[str, Any]], settings: Settings | None = None) -> None:
@@ -473,7 +514,7 @@ class Reaper:
             _close(order, FAILED, "timeout", f"{silent}; time limit {order['timeLimit']:g}s exceeded",
                    self.name, self.settings)
             return "timeout"
-        if order.get("attempts", 0) >= order.get("maxAttempts", self.settings.max_attempts):
+        if counted_attempts(order) >= order.get("maxAttempts", self.settings.max_attempts):
             _close(order, FAILED, "lost", f"{silent}; gave up after {order['attempts']} attempts (maxAttempts)",
                    self.name, self.settings)
             return "lost"

@@ -33,7 +33,7 @@ import psutil
 from bson import ObjectId
 from celery import signals
 
-from mlqueue import artifacts, datasets, orders, scripts, store
+from mlqueue import artifacts, checkpoints, datasets, orders, scripts, store
 from mlqueue.celery_app import app
 from mlqueue.settings import Settings, get_settings
 
@@ -103,6 +103,7 @@ class Workspace:
         self.settings = settings
         self.project = order.get("projectName", "default")
         self.dir = Path(settings.home) / "work" / f"{order['jobId']}-{order['attempts']}"
+        self.resumed: dict[str, Any] | None = None
 
     def prepare(self, job: dict[str, Any]) -> dict[str, Any]:
         """Fill in ``dataPath``/``dataPaths`` (local cached copies) and an empty ``writePath``."""
@@ -114,6 +115,7 @@ class Workspace:
         if isinstance(job.get("dataFileNames"), list):
             job["dataPaths"] = [str(cache.path_for(self.project, n)) for n in job["dataFileNames"]]
         job["writePath"] = str(self.dir / "out")
+        self.resumed = checkpoints.prepare(job, self.order, self.dir, self.settings)
         return job
 
     def collect(self, outcome: dict[str, Any]) -> dict[str, Any]:
@@ -209,7 +211,10 @@ class Attempt:
         outcome.update(self._timing())
         if self.workspace:
             outcome = self.workspace.collect(outcome)
-        orders.finish(self.order, state, outcome, why, self.settings)
+            if self.workspace.resumed:
+                outcome["resumed"] = checkpoints.describe(self.workspace.resumed, self.order["attempts"])
+        if orders.finish(self.order, state, outcome, why, self.settings) and state == orders.SUCCEEDED:
+            checkpoints.remove(self.order["jobId"], self.settings)
         return state
 
     def flush_log(self) -> None:
@@ -222,10 +227,13 @@ class Attempt:
             except store.TRANSIENT as exc:
                 log.warning("could not store %d log lines: %s", len(lines), exc)
 
-    def report(self, **metrics: Any) -> None:
-        """Given to the script: store intermediate metrics on the Order as they come."""
+    def report(self, checkpoint: str | Path | None = None, **metrics: Any) -> None:
+        """Given to the script: store intermediate metrics on the Order as they come; with ``checkpoint``
+        (a file or folder the script just saved) also upload it as the Job's newest checkpoint."""
         if self.stop_reason:
             raise JobInterrupted(self.stop_reason)
+        if checkpoint is not None:
+            self._save_checkpoint(checkpoint, metrics.get("epoch"))
         metrics = json_safe(metrics)
         answer = orders.record_metrics(self.order, metrics, self.settings)
         if answer == "lost":
@@ -234,6 +242,14 @@ class Attempt:
         self.last_metrics = metrics
         if answer == "stop":
             raise JobPruned("pruned")
+
+    def _save_checkpoint(self, path: str | Path, step: Any) -> None:
+        resumed = (self.workspace.resumed or {}).get("step") if self.workspace else None
+        step = step if isinstance(step, int) and not isinstance(step, bool) else None
+        try:
+            checkpoints.save(self.order, path, step, self.settings, resumed_step=resumed)
+        except store.TRANSIENT as exc:  # a checkpoint is an optimisation: the Job goes on without it
+            log.warning("checkpoint of job %s not stored: %s", self.order["jobId"], exc)
 
     def _pruned_outcome(self, why: str) -> dict[str, Any]:
         """A pruned Job's Outcome: the last reported metrics stand in for the final ones."""
