@@ -13,7 +13,7 @@ from typing import Any
 from bson import ObjectId
 from gridfs.errors import NoFile
 
-from mlqueue import store
+from mlqueue import names, store
 from mlqueue.datasets import sha256_of
 from mlqueue.settings import Settings
 
@@ -27,6 +27,10 @@ class ArtifactError(LookupError):
 def upload(job_id: str, path: Path, name: str | None = None, settings: Settings | None = None) -> dict[str, Any]:
     path = Path(path)
     name = name or path.name
+    try:
+        names.file_name(name, "artifact name")
+    except names.UnsafeName as exc:
+        raise ArtifactError(f"{exc}; the artifact was not stored") from None
     meta = {"jobId": job_id, "name": name, "sha256": sha256_of(path), "size": path.stat().st_size}
     with open(path, "rb") as fh:
         file_id = store.bucket(BUCKET, settings).upload_from_stream(f"{job_id}/{name}", fh, metadata=meta)
@@ -47,7 +51,10 @@ def download(file_id: str, dest: Path, settings: Settings | None = None) -> Path
         raise ArtifactError(f"no artifact with id {file_id!r}; `mlqueue show JOB_ID` lists a job's artifacts")
     dest = Path(dest)
     if dest.is_dir():
-        dest = dest / doc["metadata"]["name"]
+        try:  # a name stored before names were checked must not lead outside ``dest``
+            dest = names.inside(dest, names.file_name(doc["metadata"]["name"], "artifact name"))
+        except names.UnsafeName as exc:
+            raise ArtifactError(f"artifact {file_id} has an unsafe name ({exc}); not written") from None
     try:
         with open(dest, "wb") as fh:
             store.bucket(BUCKET, settings).download_to_stream(doc["_id"], fh)

@@ -271,7 +271,10 @@ def data_push(files: tuple[Path, ...], project: str, name: str | None) -> None:
     if name and len(files) > 1:
         _fail("--name only makes sense with one file")
     for file in files:
-        meta = datasets.push(file, project, name)
+        try:
+            meta = datasets.push(file, project, name)
+        except datasets.DatasetError as exc:
+            _fail(str(exc))
         click.echo(f"{project}/{meta['name']}  version {meta.get('version', '?')}  {meta['size']} bytes  "
                    f"sha256 {meta['sha256'][:12]}")
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from gridfs.errors import NoFile
 
-from mlqueue import store
+from mlqueue import names, store
 from mlqueue.settings import Settings, get_settings
 
 BUCKET = "datasets"
@@ -41,6 +41,15 @@ def _key(project: str, name: str) -> str:
     return f"{project}/{name}"
 
 
+def check_names(project: str, name: str) -> None:
+    """Refuse a project or dataset name that is not one plain file name (it becomes a path on workers)."""
+    try:
+        names.file_name(project, "project name")
+        names.file_name(name, "dataset name")
+    except names.UnsafeName as exc:
+        raise DatasetError(f"{exc}; nothing was stored") from None
+
+
 def push(path: Path, project: str, name: str | None = None, source: str = "push",
          settings: Settings | None = None) -> dict[str, Any]:
     """Store a file as dataset ``project/name``; pushing identical content again stores nothing."""
@@ -48,6 +57,7 @@ def push(path: Path, project: str, name: str | None = None, source: str = "push"
     if not path.is_file():
         raise DatasetError(f"{path}: no such file")
     name = name or path.name
+    check_names(project, name)
     digest = sha256_of(path)
     current = latest(project, name, settings)
     if current and current["sha256"] == digest:
@@ -87,28 +97,32 @@ def listing(project: str | None = None, settings: Settings | None = None) -> lis
 
 def require(jobs: list[dict[str, Any]], settings: Settings | None = None) -> None:
     """Refuse Jobs whose datasets are not in the store, before anything is queued."""
+    from mlqueue.jobs import JobError
+
     missing = []
     for job in jobs:
         project = job.get("projectName", "default")
         for name in data_names(job):
+            try:
+                check_names(project, name)
+            except DatasetError as exc:
+                raise JobError(f"{exc} (in the Job's projectName/dataFileName)") from None
             if latest(project, name, settings) is None:
                 missing.append(f"{project}/{name}")
     if missing:
-        from mlqueue.jobs import JobError
-
-        names = ", ".join(dict.fromkeys(missing))
-        raise JobError(f"dataset not found in the store: {names}. Upload it first with "
+        listed = ", ".join(dict.fromkeys(missing))
+        raise JobError(f"dataset not found in the store: {listed}. Upload it first with "
                        f"`mlqueue data push FILE --project PROJECT` (see `mlqueue data ls`); nothing was submitted.")
 
 
 def data_names(job: dict[str, Any]) -> list[str]:
     """The dataset names a Job uses (``dataFileName`` and/or ``dataFileNames``)."""
-    names = []
+    found = []
     if isinstance(job.get("dataFileName"), str) and job["dataFileName"]:
-        names.append(job["dataFileName"])
+        found.append(job["dataFileName"])
     if isinstance(job.get("dataFileNames"), list):
-        names += [n for n in job["dataFileNames"] if isinstance(n, str)]
-    return names
+        found += [n for n in job["dataFileNames"] if isinstance(n, str)]
+    return found
 
 
 class Cache:
@@ -121,12 +135,20 @@ class Cache:
         self.misses = 0
 
     def path_for(self, project: str, name: str) -> Path:
-        """A verified local file with the dataset's newest content (downloaded only when needed)."""
+        """A verified local file with the dataset's newest content (downloaded only when needed).
+
+        The file lives at ``cache/datasets/SHA256/NAME``; a name or hash that would lead elsewhere (one
+        stored before names were checked) is refused, so no worker ever writes outside its cache.
+        """
+        check_names(project, name)
         meta = latest(project, name, self.settings)
         if meta is None:
             raise DatasetError(f"dataset {project}/{name} is not in the store; push it with "
                                f"`mlqueue data push {name} --project {project}`")
-        target = self.root / meta["sha256"] / name
+        try:
+            target = names.inside(self.root, names.file_name(str(meta["sha256"]), "dataset hash"), name)
+        except names.UnsafeName as exc:
+            raise DatasetError(f"dataset {project}/{name} is stored with an unsafe name or hash ({exc})") from None
         if self._verified(target, meta["sha256"]):
             self.hits += 1
             return target
@@ -168,6 +190,7 @@ class Cache:
 
 def pull(project: str, name: str, dest: Path, settings: Settings | None = None) -> Path:
     """Download a dataset's newest version to ``dest`` (a file path or an existing directory)."""
+    check_names(project, name)
     meta = latest(project, name, settings)
     if meta is None:
         raise DatasetError(f"dataset {project}/{name} is not in the store (see `mlqueue data ls`)")

@@ -34,7 +34,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from mlqueue import seeds
+from mlqueue import names, seeds
 from mlqueue.settings import Settings, get_settings
 
 NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*(\.py)?$")
@@ -208,7 +208,8 @@ def _zip_script(path: Path) -> tuple[str, bytes]:
     if path.is_file():
         files, base, entry = [path], path.parent, path.name
     elif path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+        files = sorted(p for p in path.rglob("*") if p.is_file() and "__pycache__" not in p.parts
+                       and _stays_inside(path, p))
         base = path
         names = [p.relative_to(path).as_posix() for p in files]
         entry = next((n for n in ENTRY_NAMES if n in names), None) or next(
@@ -225,12 +226,35 @@ def _zip_script(path: Path) -> tuple[str, bytes]:
     return entry, buf.getvalue()
 
 
+def _stays_inside(folder: Path, file: Path) -> bool:
+    """A symlink in a pushed folder pointing elsewhere (``~/.ssh``...) is left out of the bundle."""
+    try:
+        names.inside(folder, str(file.relative_to(folder)))
+    except names.UnsafeName:
+        return False
+    return True
+
+
+def _safe_extract(archive: zipfile.ZipFile, into: Path) -> None:
+    """Unpack a bundle, refusing any entry that is absolute or climbs out with ``..``."""
+    for member in archive.namelist():
+        try:
+            names.relative_path(member, "bundle entry")
+        except names.UnsafeName as exc:
+            raise ScriptNotFound(f"script bundle refused: {exc}") from None
+    archive.extractall(into)
+
+
 def _materialize(bundle: dict[str, Any], settings: Settings) -> Script:
-    """Unpack a bundle into this machine's cache (once per content hash)."""
+    """Unpack a bundle into this machine's cache (once per content hash), never writing outside it."""
     from mlqueue import store
 
-    root = Path(settings.home) / "cache" / "scripts" / bundle["sha256"]
-    entry = root / bundle["entry"]
+    cache = Path(settings.home) / "cache" / "scripts"
+    try:
+        root = names.inside(cache, names.file_name(str(bundle["sha256"]), "bundle hash"))
+        entry = names.inside(root, names.relative_path(str(bundle["entry"]), "bundle entry"))
+    except names.UnsafeName as exc:
+        raise ScriptNotFound(f"script bundle {bundle.get('name')!r} refused: {exc}") from None
     if not (root / ".complete").is_file():
         tmp = root.with_name(root.name + f".part-{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
@@ -238,7 +262,7 @@ def _materialize(bundle: dict[str, Any], settings: Settings) -> Script:
         store.bucket(BUCKET, settings).download_to_stream(bundle["fileId"], buf)
         if _hash_bytes(buf.getvalue()) != bundle["sha256"]:
             raise ScriptNotFound(f"script bundle {bundle['name']} arrived corrupted; retry")
-        zipfile.ZipFile(buf).extractall(tmp)
+        _safe_extract(zipfile.ZipFile(buf), tmp)
         (tmp / ".complete").write_text(bundle["sha256"])
         shutil.rmtree(root, ignore_errors=True)
         root.parent.mkdir(parents=True, exist_ok=True)

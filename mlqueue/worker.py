@@ -33,7 +33,7 @@ import psutil
 from bson import ObjectId
 from celery import signals
 
-from mlqueue import artifacts, checkpoints, datasets, orders, scripts, store
+from mlqueue import artifacts, checkpoints, datasets, names, orders, scripts, store
 from mlqueue.celery_app import app
 from mlqueue.settings import Settings, get_settings
 
@@ -126,19 +126,36 @@ class Workspace:
             outcome["datasets"] = [self._push_dataset(d) for d in outcome["datasets"]]
         return outcome
 
+    def _output(self, item: Any) -> Path | str:
+        """The file an Outcome entry names, if it lies inside this Job's directory; else why not."""
+        raw = item.get("path") if isinstance(item, dict) else None
+        if not isinstance(raw, str) or not raw:
+            return "file not found"
+        try:  # only what the Job wrote is collected: never a file elsewhere on this machine
+            path = names.inside(self.dir, raw)
+        except names.UnsafeName:
+            return f"refused: {raw} is outside the Job's writePath"
+        return path if path.is_file() else "file not found"
+
     def _upload_artifact(self, item: Any) -> Any:
-        path = Path(item.get("path", "")) if isinstance(item, dict) else None
-        if not path or not path.is_file():
-            return {**(item if isinstance(item, dict) else {"value": item}), "error": "file not found"}
-        return artifacts.upload(self.order["jobId"], path, item.get("name"), self.settings)
+        path = self._output(item)
+        if isinstance(path, str):
+            return {**(item if isinstance(item, dict) else {"value": item}), "error": path}
+        try:
+            return artifacts.upload(self.order["jobId"], path, item.get("name"), self.settings)
+        except artifacts.ArtifactError as exc:
+            return {**item, "error": str(exc)}
 
     def _push_dataset(self, item: Any) -> Any:
-        path = Path(item.get("path", "")) if isinstance(item, dict) else None
-        if not path or not path.is_file():
-            return {**(item if isinstance(item, dict) else {"value": item}), "error": "file not found"}
+        path = self._output(item)
+        if isinstance(path, str):
+            return {**(item if isinstance(item, dict) else {"value": item}), "error": path}
         project = item.get("project") or self.project
-        meta = datasets.push(path, project, item.get("fileName") or path.name,
-                             source=f"job {self.order['jobId']}", settings=self.settings)
+        try:
+            meta = datasets.push(path, project, item.get("fileName") or path.name,
+                                 source=f"job {self.order['jobId']}", settings=self.settings)
+        except datasets.DatasetError as exc:
+            return {**item, "error": str(exc)}
         return {"project": project, "fileName": meta["name"], "sha256": meta["sha256"], "size": meta["size"]}
 
     def cleanup(self) -> None:
