@@ -40,7 +40,7 @@ from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from mlqueue import __version__, jobs, orders, outcomes, scripts, store, tables
+from mlqueue import __version__, jobs, logs_api, orders, outcomes, scripts, store, tables
 from mlqueue.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -284,6 +284,7 @@ def create_app(settings: Settings, dashboard: bool = True) -> FastAPI:
     _install_error_handlers(app)
     _add_routes(app, settings)
     app.include_router(__import__("mlqueue.seeds_api", fromlist=["router"]).router)  # the seeds' routes
+    app.include_router(logs_api.router)
     if dashboard:
         mount_dashboard(app, settings)
     app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)

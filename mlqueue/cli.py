@@ -378,9 +378,11 @@ def worker(celery_args: tuple[str, ...]) -> None:
                                *celery_args])
 
 
+from mlqueue import logs_cli  # noqa: E402
 from mlqueue.sweeps_cli import sweep  # noqa: E402 - registered last: one line to add a command group
 
 main.add_command(sweep)
+main.add_command(logs_cli.logs)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 import re
+import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -43,6 +45,8 @@ class Client(Protocol):
                 limit: int | None = None, ids: list[str] | None = None) -> list[dict[str, Any]]: ...
     def status(self) -> dict[str, Any]: ...
     def workers(self) -> list[dict[str, Any]]: ...
+    def log(self, job_id: str, after: int = 0) -> dict[str, Any]: ...
+    def follow_log(self, job_id: str, after: int = 0) -> Iterator[dict[str, Any]]: ...
 
 
 def connect(hq_url: str | None = None, token: str | None = None, settings: Settings | None = None) -> Client:
@@ -132,6 +136,22 @@ class LocalClient:
         from mlqueue import outcomes
 
         return outcomes.workers(self.settings)
+
+    def log(self, job_id: str, after: int = 0) -> dict[str, Any]:
+        """A Job's printed lines numbered above ``after`` (see ``live_log.read``)."""
+        from mlqueue import live_log
+
+        try:
+            return live_log.read(job_id, after, self.settings)
+        except orders.OrderError as exc:
+            raise ClientError(str(exc), 404) from None
+
+    def follow_log(self, job_id: str, after: int = 0) -> Iterator[dict[str, Any]]:
+        """Chunks of new lines as the script prints them, the last one ``final`` when the Job has ended."""
+        from mlqueue import live_log
+
+        first = self.log(job_id, after)
+        yield from live_log.follow(first["jobId"], after, self.settings)
 
 
 class HttpClient:
@@ -224,6 +244,32 @@ class HttpClient:
 
     def workers(self) -> list[dict[str, Any]]:
         return self.call("GET", "/workers")
+
+    def log(self, job_id: str, after: int = 0) -> dict[str, Any]:
+        return self.call("GET", f"/orders/{job_id}/log", params={"after": after})
+
+    def follow_log(self, job_id: str, after: int = 0) -> Iterator[dict[str, Any]]:
+        """``GET /orders/{id}/log?follow=true`` (server-sent events), reconnecting where it broke off."""
+        from mlqueue import live_log
+
+        job_id = self.log(job_id, after)["jobId"]  # a 404 (or a prefix) is settled before streaming
+        for _ in range(1000):
+            try:
+                with self.http.stream("GET", f"/orders/{job_id}/log", params={"follow": "true", "after": after},
+                                      timeout=httpx.Timeout(30.0, read=None)) as response:
+                    if response.status_code >= 400:
+                        raise ClientError(f"{response.read().decode(errors='replace')} "
+                                          f"(HTTP {response.status_code})", response.status_code)
+                    for event, data in live_log.parse_sse(response.iter_lines()):
+                        if event == "line":
+                            after = data["seq"]
+                            yield {"jobId": job_id, "lines": [revive(data)], "final": False}
+                        elif event == "end":
+                            yield {"jobId": job_id, "lines": [], "final": True, "state": data["state"]}
+                            return
+            except httpx.HTTPError:
+                time.sleep(0.5)  # the connection dropped: reconnect after the last line received
+        raise ClientError(f"lost the log stream of job {job_id} too many times; is the HQ at {self.url} up?")
 
 
 def rank(rows: list[dict[str, Any]], sort: str, descending: bool) -> list[dict[str, Any]]:

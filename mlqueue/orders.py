@@ -311,10 +311,12 @@ def give_back(order: dict[str, Any], why: str, by: str, settings: Settings | Non
 
 
 def append_log(order: dict[str, Any], lines: list[dict[str, Any]], settings: Settings | None = None) -> None:
-    """Append a script's output lines to its Order (the last ``LOG_LINES_KEPT`` are kept)."""
+    """Append a script's output lines to its Order (the last ``LOG_LINES_KEPT`` are kept).
+
+    ``logCount`` counts every line ever appended, so readers can number lines (see ``live_log``)."""
     store.db(settings).orders.update_one(
         {"jobId": order["jobId"], "delivery": order["delivery"]},
-        {"$push": {"log": {"$each": lines, "$slice": -LOG_LINES_KEPT}}},
+        {"$push": {"log": {"$each": lines, "$slice": -LOG_LINES_KEPT}}, "$inc": {"logCount": len(lines)}},
     )
 
 

@@ -82,6 +82,7 @@ class Settings(BaseSettings):
     max_attempts: int = 3
     visibility_timeout: float = 7 * 86400.0
     store_retry_for: float = 600.0
+    log_flush_interval: float = 0.3  # how often a running script's new output lines reach its Order
 
     worker_concurrency: int = 1
     scripts_dir: Path = PROJECT_ROOT / "ml_scripts"

@@ -33,7 +33,7 @@ import psutil
 from bson import ObjectId
 from celery import signals
 
-from mlqueue import artifacts, checkpoints, datasets, names, orders, scripts, store
+from mlqueue import artifacts, checkpoints, datasets, metric_lines, names, orders, scripts, store
 from mlqueue.celery_app import app
 from mlqueue.settings import Settings, get_settings
 
@@ -196,6 +196,7 @@ class Attempt:
         self.workspace = workspace
         self.log_lines: list[dict[str, Any]] = []
         self.log_lock = threading.Lock()
+        self.flush_lock = threading.Lock()  # one flush at a time, so batches reach the store in order
         self.stop_reason: str | None = None
         self.last_metrics: dict[str, Any] = {}
         self.done = threading.Event()
@@ -206,6 +207,7 @@ class Attempt:
     def run(self, module: Any, job: dict[str, Any]) -> str:
         watch = threading.Thread(target=self._watch, name="mlqueue-watch", daemon=True)
         watch.start()
+        threading.Thread(target=self._flush_often, name="mlqueue-log-flush", daemon=True).start()
         state, why = orders.FAILED, "script raised an error"
         saved = sys.stdout, sys.stderr
         sys.stdout = LogSink(saved[0], "stdout", self.log_lines, self.log_lock)
@@ -235,14 +237,27 @@ class Attempt:
         return state
 
     def flush_log(self) -> None:
-        """Send buffered output lines to the Order (from the watch thread, and once at the end)."""
-        with self.log_lock:
-            lines, self.log_lines[:] = list(self.log_lines), []
-        if lines:
+        """Send buffered output lines to the Order, and the metric lines among them as metric points
+        (every ``log_flush_interval`` while the script runs, and once at the end)."""
+        with self.flush_lock:
+            with self.log_lock:
+                lines, self.log_lines[:] = list(self.log_lines), []
+            if not lines:
+                return
             try:
                 orders.append_log(self.order, lines, self.settings)
+                for point in filter(None, (metric_lines.parse(ln["line"]) for ln in lines
+                                           if ln["stream"] == "stdout")):
+                    if orders.record_metrics(self.order, json_safe(point), self.settings) == "ok":
+                        self.last_metrics = point
             except store.TRANSIENT as exc:
                 log.warning("could not store %d log lines: %s", len(lines), exc)
+
+    def _flush_often(self) -> None:
+        """Live output: a script's lines reach the store within ``log_flush_interval`` (a write only when
+        there is something new, so a quiet script costs nothing)."""
+        while not self.done.wait(self.settings.log_flush_interval):
+            self.flush_log()
 
     def report(self, checkpoint: str | Path | None = None, **metrics: Any) -> None:
         """Given to the script: store intermediate metrics on the Order as they come; with ``checkpoint``
