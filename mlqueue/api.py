@@ -41,6 +41,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mlqueue import __version__, jobs, logs_api, orders, outcomes, scripts, store, tables
+from mlqueue.machines_api import router as machines_router
 from mlqueue.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -51,7 +52,7 @@ MAX_JOBS_PER_REQUEST = 10_000
 PAGE_DEFAULT, PAGE_MAX = 50, 1000
 MAX_WAIT_SECONDS = 600.0
 METRICS_DEFAULT = 1000
-PUBLIC_PATHS = frozenset({"/health", "/login"})
+PUBLIC_PATHS = frozenset({"/health", "/login", "/machines/join"})  # join: the invite code is the key
 FIELD_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$"
 ID_PATTERN = r"^[0-9a-fA-F]{4,24}$"
 
@@ -285,6 +286,7 @@ def create_app(settings: Settings, dashboard: bool = True) -> FastAPI:
     _add_routes(app, settings)
     app.include_router(__import__("mlqueue.seeds_api", fromlist=["router"]).router)  # the seeds' routes
     app.include_router(logs_api.router)
+    app.include_router(machines_router)
     if dashboard:
         mount_dashboard(app, settings)
     app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)

@@ -77,7 +77,10 @@ def main(home: Path | None, hq_url: str | None, token: str | None) -> None:
 @click.option("--redis-port", type=int, default=None, help="Broker port (0 = any free port; default: as last time).")
 @click.option("--mongo-port", type=int, default=None, help="Store port (0 = any free port; default: as last time).")
 @click.option("--port", "http_port", type=int, default=None, help="HTTP port for the API/dashboard (0 = free).")
-def hq(home: Path | None, bind: str, redis_port: int | None, mongo_port: int | None, http_port: int | None) -> None:
+@click.option("--store-auth/--no-store-auth", default=None,
+              help="Store needs a user and password (default: exactly when bound beyond loopback).")
+def hq(home: Path | None, bind: str, redis_port: int | None, mongo_port: int | None, http_port: int | None,
+       store_auth: bool | None) -> None:
     """Run the HQ: embedded Redis + MongoDB server (unless URLs are set), reaper, join instructions.
 
     Runs until Ctrl-C. Ports chosen are written to HOME/config.json, so `MLQUEUE_HOME=HOME mlqueue ...`
@@ -90,7 +93,8 @@ def hq(home: Path | None, bind: str, redis_port: int | None, mongo_port: int | N
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     home_dir = (home or Path(os.environ.get("MLQUEUE_HOME") or default_home())).expanduser().resolve()
     os.environ["MLQUEUE_HOME"] = str(home_dir)
-    HQ(home=home_dir, bind=bind, redis_port=redis_port, mongo_port=mongo_port, http_port=http_port).run()
+    HQ(home=home_dir, bind=bind, redis_port=redis_port, mongo_port=mongo_port, http_port=http_port,
+       mongo_auth=store_auth).run()
 
 
 @main.command()
@@ -383,6 +387,10 @@ from mlqueue.sweeps_cli import sweep  # noqa: E402 - registered last: one line t
 
 main.add_command(sweep)
 main.add_command(logs_cli.logs)
+from mlqueue.machines_cli import COMMANDS as MACHINE_COMMANDS  # noqa: E402 - invite, join, machines
+
+for _command in MACHINE_COMMANDS:
+    main.add_command(_command)
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from mlqueue import orders, ranking, store
+from mlqueue.joining import join_address, open_door
 from mlqueue.servers import MongoServer, RedisServer, die_with_parent, free_port
 from mlqueue.settings import HOME_CONFIG_NAME, read_json_file, reload_settings
 from mlqueue.sweep_driver import Driver
@@ -79,6 +80,7 @@ class HQ:
     api_server: Any = None
     api_thread: threading.Thread | None = None
     flower: subprocess.Popen | None = None
+    door: Any = None  # mlqueue.joining.Door: machine access, LAN advert, the banner's invite
 
     @property
     def config_path(self) -> Path:
@@ -142,6 +144,7 @@ class HQ:
         store_url = self.config["mongo_url"]
         lines = [
             f"mlqueue HQ is up (home {self.home})",
+            *(self.door.banner_lines(join_address(self.public_host, self.config["http_port"])) if self.door else []),
             f"  broker    : {self.config['broker_url'].split('@')[-1]}",
             f"  store     : {store_url.split('@')[-1]}" + ("  (needs user and password)" if "@" in store_url else ""),
             f"  dashboard : {web}/ui/",
@@ -204,6 +207,7 @@ class HQ:
             settings = reload_settings()
             store.forget_clients()
             store.ensure_indexes(settings)
+            self.door = open_door(settings, self.config)
             self.start_flower()
             self.start_api(settings)
             print(self.banner(), flush=True)
@@ -217,6 +221,8 @@ class HQ:
             self.shutdown()
 
     def shutdown(self) -> None:
+        if self.door is not None:
+            self.door.close()
         if self.api_server is not None:
             self.api_server.should_exit = True
             if self.api_thread is not None:

@@ -1,0 +1,256 @@
+"""``mlqueue invite``, ``mlqueue join`` and ``mlqueue machines ...``: growing the house from the command line.
+
+On the HQ (or anywhere with ``--hq URL --token T``): ``invite`` mints a one-time code, ``machines ls``
+lists who joined, ``machines remove NAME`` revokes one, ``machines add user@host`` installs and joins a
+machine over SSH. On the new machine: ``join [HOST[:PORT]] --code CODE`` — no address finds the HQ on
+the LAN — writes this machine's own credentials to its home config and prints the command left to run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+import httpx
+
+from mlqueue import tables
+from mlqueue.settings import HOME_CONFIG_NAME, default_home, get_settings, read_json_file
+
+DEFAULT_HTTP_PORT = 8350
+
+
+def _fail(message: str, code: int = 2) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+def _remote() -> tuple[str, str] | None:
+    """``(url, token)`` when the command was given ``--hq``; None to act on this machine's HQ directly."""
+    params = click.get_current_context().find_root().params
+    if not params.get("hq_url"):
+        return None
+    token = params.get("token") or get_settings().token
+    if not token:
+        _fail("--hq needs the HQ's token too: --token TOKEN or MLQUEUE_TOKEN")
+    return params["hq_url"].rstrip("/"), token
+
+
+def _call(method: str, path: str, remote: tuple[str, str], body: Any = None) -> Any:
+    url, token = remote
+    try:
+        response = httpx.request(method, url + path, json=body, timeout=60,
+                                 headers={"Authorization": f"Bearer {token}"})
+    except httpx.HTTPError as exc:
+        _fail(f"cannot reach the HQ at {url} ({exc}); is `mlqueue hq` running there?")
+    if response.status_code >= 400:
+        _fail(_error_text(response))
+    return response.json()
+
+
+def _error_text(response: httpx.Response) -> str:
+    try:
+        return str(response.json().get("error") or response.text)
+    except ValueError:
+        return f"HTTP {response.status_code}: {response.text[:300]}"
+
+
+def hq_address(settings: Any = None) -> str:
+    """HOST[:PORT] other machines use for this HQ (the port is left out when it is the default)."""
+    from mlqueue.hq import lan_address
+
+    settings = settings or get_settings()
+    host = lan_address() if settings.bind in ("0.0.0.0", "::", "") else settings.bind
+    port = settings.http_port or DEFAULT_HTTP_PORT
+    return host if port == DEFAULT_HTTP_PORT else f"{host}:{port}"
+
+
+def mlqueue_command() -> str:
+    """``mlqueue`` if that is what PATH finds for this installation, else its full path."""
+    return _command("mlqueue")
+
+
+def _command(name: str) -> str:
+    here = Path(sys.executable).parent / name
+    found = shutil.which(name)
+    if found and (not here.exists() or Path(found).resolve() == here.resolve()):
+        return name
+    return str(here) if here.exists() else f"{sys.executable} -m {name if name != 'mlqueue' else 'mlqueue.cli'}"
+
+
+def worker_command(machine: str, home: Path) -> str:
+    """The exact command that starts this machine's worker."""
+    prefix = "" if home == Path.home() / ".mlqueue" else f"MLQUEUE_HOME={home} "
+    return f"{prefix}{_command('celery')} -A mlqueue worker -l info -n {machine}@%h"
+
+
+# --------------------------------------------------------------------------- invite
+
+
+@click.command()
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+def invite(fmt: str) -> None:
+    """A one-time code (valid 10 minutes) that lets one more machine join the house."""
+    remote = _remote()
+    if remote:
+        made = _call("POST", "/invites", remote)
+        where = remote[0].split("://", 1)[-1]
+    else:
+        from mlqueue import invites
+
+        get_settings().require_urls()
+        made = invites.create(by="cli")
+        made["expires"] = made["expires"].isoformat()
+        where = hq_address()
+    if fmt == "json":
+        click.echo(json.dumps({"code": made["code"], "expires": made["expires"]}))
+        return
+    click.echo(f"invite code {made['code']}  (valid once, until {made['expires'][11:19]} UTC)")
+    click.echo(f"on the other machine:  mlqueue join {where} --code {made['code']}")
+    click.echo(f"  (on the same LAN `mlqueue join --code {made['code']}` finds this HQ by itself)")
+
+
+# --------------------------------------------------------------------------- join
+
+
+def _split_target(target: str) -> str:
+    """``HOST``, ``HOST:PORT`` or a URL, to the HQ's base URL."""
+    if "://" in target:
+        return target.rstrip("/")
+    host, _, port = target.rpartition(":") if target.count(":") == 1 else (target, "", "")
+    if port and not port.isdigit():
+        _fail(f"{target!r}: the port after ':' must be a number, e.g. 192.168.1.10:8350")
+    return f"http://{host}:{port or DEFAULT_HTTP_PORT}"
+
+
+def _find_hq() -> str:
+    from mlqueue import discovery
+
+    found = discovery.browse()
+    if not found:
+        _fail(discovery.diagnosis())
+    if len(found) == 1:
+        click.echo(f"found the HQ {found[0].label}", err=True)
+        return found[0].url
+    click.echo("several HQs answer on this network:", err=True)
+    for i, hq in enumerate(found, 1):
+        click.echo(f"  {i}. {hq.label}", err=True)
+    if not sys.stdin.isatty():
+        _fail("several HQs found; name one: mlqueue join HOST[:PORT] --code CODE")
+    choice = click.prompt("join which one", type=click.IntRange(1, len(found)), err=True)
+    return found[choice - 1].url
+
+
+def _home() -> Path:
+    return Path(os.environ.get("MLQUEUE_HOME") or default_home()).expanduser().resolve()
+
+
+def write_home_config(home: Path, values: dict[str, Any]) -> Path:
+    """Write the machine's config (credentials inside): created mode 600, never readable by others."""
+    home.mkdir(parents=True, exist_ok=True)
+    path = home / HOME_CONFIG_NAME
+    previous = read_json_file(path)
+    if previous.get("token") and previous.get("redis_password"):
+        _fail(f"{home} is an HQ's home (its config.json holds the HQ's own credentials); join from another "
+              "home: mlqueue --home DIR join ...")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump({**previous, **values}, fh, indent=2)
+        fh.write("\n")
+    os.chmod(path, 0o600)
+    return path
+
+
+@click.command()
+@click.argument("target", required=False, metavar="[HOST[:PORT]]")
+@click.option("--code", required=True, help="The invite code `mlqueue invite` printed on the HQ.")
+@click.option("--name", default=None, help="This machine's name in the house (default: its host name).")
+def join(target: str | None, code: str, name: str | None) -> None:
+    """Join the house as a worker machine: exchange an invite code for this machine's own credentials.
+
+    Without HOST the HQ is looked for on the LAN (mDNS). The credentials go to HOME/config.json (mode
+    600); then one command is left: the worker's, printed at the end.
+    """
+    from mlqueue import invites, machines
+
+    try:
+        invites.normalize(code)
+        machine = machines.check_name(name or machines.default_name())
+    except (invites.InviteError, machines.MachineError) as exc:
+        _fail(str(exc))
+    base = _split_target(target) if target else _find_hq()
+    try:
+        response = httpx.post(f"{base}/machines/join", json={"code": code, "name": machine}, timeout=60)
+    except httpx.HTTPError as exc:
+        _fail(f"cannot reach the HQ at {base} ({exc}). Is `mlqueue hq --bind 0.0.0.0` running there, "
+              "and is its port open in the firewall?")
+    if response.status_code >= 400:
+        _fail(_error_text(response))
+    creds = response.json()
+    home = _home()
+    path = write_home_config(home, {"broker_url": creds["broker_url"], "mongo_url": creds["mongo_url"],
+                                    "mongo_db": creds["mongo_db"], "queue": creds["queue"],
+                                    "machine": creds["machine"], "hq_url": base})
+    click.echo(f"joined the house as {creds['machine']} (HQ {base}); credentials in {path}")
+    click.echo("One command left — start this machine's worker:")
+    click.echo(f"  {worker_command(creds['machine'], home)}")
+    click.echo(f"(or start it at every login: {mlqueue_command()} worker install-service)")
+
+
+# --------------------------------------------------------------------------- machines
+
+
+@click.group("machines")
+def machines_group() -> None:
+    """The machines of the house: list them, remove one, add one over SSH."""
+
+
+@machines_group.command("ls")
+@click.option("--format", "fmt", type=click.Choice(tables.FORMATS), default="table", show_default=True)
+def machines_ls(fmt: str) -> None:
+    """Every machine that joined, with its state: online, offline or revoked."""
+    remote = _remote()
+    if remote:
+        rows = _call("GET", "/machines", remote)
+    else:
+        from mlqueue import machines
+
+        get_settings().require_urls()
+        rows = machines.listing()
+    if fmt == "json":
+        click.echo(tables.to_json(rows))
+        return
+    flat = [{"name": r["name"], "state": r["state"], "worker": r.get("worker"), "address": r.get("address"),
+             "cpus": (r.get("capabilities") or {}).get("cpus"), "joined": r.get("joined")} for r in rows]
+    columns = ["name", "state", "worker", "address", "cpus", "joined"]
+    click.echo(tables.to_csv(flat, columns) if fmt == "csv" else tables.table(flat, columns))
+
+
+@machines_group.command("remove")
+@click.argument("name")
+def machines_remove(name: str) -> None:
+    """Revoke machine NAME: it takes no more Jobs and reads nothing more from the store."""
+    remote = _remote()
+    if remote:
+        done = _call("POST", f"/machines/{name}/remove", remote)
+    else:
+        from mlqueue import machines
+
+        get_settings().require_urls()
+        try:
+            done = machines.revoke(name)
+        except machines.MachineError as exc:
+            _fail(str(exc))
+    click.echo(f"removed {done['machine']}: its broker user is deleted and its connections closed")
+    if done["storeRevoked"]:
+        click.echo(f"  its store user is deleted too ({done['storeConnectionsClosed']} connections closed)")
+    else:
+        click.echo("  warning: the store runs without authentication (HQ on loopback only), so store access "
+                   "cannot be revoked; restart the HQ with --bind 0.0.0.0 to have per-machine store users")
+
+
+COMMANDS = (invite, join, machines_group)
