@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from mlqueue import jobs, tables
-from mlqueue.settings import default_home, get_settings, reload_settings
+from mlqueue.settings import get_settings, reload_settings, standard_home
 
 HYPERPARAMETER_COLUMNS_MAX = 8
 SKIP_IN_TABLE = {"scriptName", "projectName"}
@@ -91,7 +91,7 @@ def hq(home: Path | None, bind: str, redis_port: int | None, mongo_port: int | N
     from mlqueue.hq import HQ
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    home_dir = (home or Path(os.environ.get("MLQUEUE_HOME") or default_home())).expanduser().resolve()
+    home_dir = (home or standard_home()).expanduser().resolve()  # never make run's demo home by accident
     os.environ["MLQUEUE_HOME"] = str(home_dir)
     HQ(home=home_dir, bind=bind, redis_port=redis_port, mongo_port=mongo_port, http_port=http_port,
        mongo_auth=store_auth).run()
@@ -220,25 +220,17 @@ def _varying_hyperparameters(rows: list[dict[str, Any]]) -> list[str]:
 @main.command()
 @click.argument("job_id")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
-def show(job_id: str, fmt: str) -> None:
-    """One Job: its fields, its Order's history and its Outcome."""
+@click.option("--full", is_flag=True, help="Every field, the whole history and log (default: a summary).")
+def show(job_id: str, fmt: str, full: bool) -> None:
+    """One Job (a unique id prefix is enough): what happened, its fields, Outcome, error, log tail."""
+    from mlqueue import summary
+
     order = _client().order(job_id)
     job = order.pop("job", None)
     if fmt == "json":
         click.echo(tables.to_json({"job": job, "order": order}))
         return
-    click.echo(f"job {order['jobId']}  state {order['state']}  attempts {order.get('attempts')}  "
-               f"worker {order.get('worker') or '-'}")
-    click.echo("job: " + tables.to_json(job))
-    click.echo("history:")
-    for event in order.get("history", []):
-        click.echo(f"  {event['at']:%Y-%m-%d %H:%M:%S}  {event.get('to') or '':10} {event.get('by')}: {event['why']}")
-    for line in order.get("log", [])[-20:]:
-        click.echo(f"  | {line['line']}")
-    if order.get("latestMetrics"):
-        click.echo("latest metrics: " + tables.to_json(order["latestMetrics"]))
-    if order.get("outcome"):
-        click.echo("outcome: " + tables.to_json(order["outcome"]))
+    click.echo(summary.render(order, job, full=full))
 
 
 @main.command()

@@ -25,6 +25,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from mlqueue import orders, ranking, store
 from mlqueue.joining import join_address, open_door
@@ -132,6 +133,10 @@ class HQ:
         """The address other machines (and the browser) use to reach this HQ."""
         return lan_address() if self.bind in ("0.0.0.0", "::", "") else self.bind
 
+    def _public(self, url: str) -> str:
+        """A server's host:port as other machines reach it (the address the join command uses)."""
+        return urlsplit(url).netloc.split("@")[-1].replace("127.0.0.1", self.public_host)
+
     def join_command(self) -> str:
         """The command to paste on another machine to make it a worker of this HQ."""
         host = self.public_host
@@ -145,8 +150,8 @@ class HQ:
         lines = [
             f"mlqueue HQ is up (home {self.home})",
             *(self.door.banner_lines(join_address(self.public_host, self.config["http_port"])) if self.door else []),
-            f"  broker    : {self.config['broker_url'].split('@')[-1]}",
-            f"  store     : {store_url.split('@')[-1]}" + ("  (needs user and password)" if "@" in store_url else ""),
+            f"  broker    : {self._public(self.config['broker_url'])}",
+            f"  store     : {self._public(store_url)}" + ("  (needs user and password)" if "@" in store_url else ""),
             f"  dashboard : {web}/ui/",
             f"  API       : {web}/docs",
             f"  flower    : http://{self.public_host}:{self.config['flower_port']}/  (user mlqueue, password: "
@@ -156,7 +161,8 @@ class HQ:
             "",
             "On this machine, start a worker with:",
             f"  MLQUEUE_HOME={self.home} celery -A mlqueue worker -l info",
-            "On every other machine (after `pip install` of this project), paste:",
+            "On every other machine (after `pip install '.[ml]'` of this project; [ml] brings TensorFlow "
+            "for nn.py), paste:",
             f"  {self.join_command()}",
         ]
         if self.bind not in ("0.0.0.0", "::"):

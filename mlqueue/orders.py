@@ -397,7 +397,8 @@ def get(job_id: str, settings: Settings | None = None) -> dict[str, Any]:
         elif matches:
             raise OrderError(f"job id prefix {job_id!r} is ambiguous; give more characters")
     if order is None:
-        raise OrderError(f"no job with id {job_id!r}; `mlqueue status --format json` lists them")
+        raise OrderError(f"no job with id {job_id!r}; `mlqueue results` lists Job ids (first column), "
+                         "and a unique prefix of one is enough")
     return order
 
 

@@ -21,9 +21,29 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 HOME_CONFIG_NAME = "config.json"
 
 
-def default_home() -> Path:
-    """The HQ home: where data, logs, generated config and credentials live."""
+DEMO_HOME_NAME = ".mlqueue-demo"
+
+
+def standard_home() -> Path:
+    """``$MLQUEUE_HOME``, else ``~/.mlqueue``: where ``mlqueue hq`` keeps data, logs and credentials."""
     return Path(os.environ.get("MLQUEUE_HOME") or Path.home() / ".mlqueue").expanduser()
+
+
+def demo_home() -> Path | None:
+    """The home ``make run`` made in this checkout (``.mlqueue-demo/``), if it has a config."""
+    for base in (Path.cwd(), PROJECT_ROOT):
+        if (base / DEMO_HOME_NAME / HOME_CONFIG_NAME).is_file():
+            return base / DEMO_HOME_NAME
+    return None
+
+
+def default_home() -> Path:
+    """The home a CLI or worker uses: the standard one, or ``make run``'s demo home when the standard
+    one holds no HQ yet -- so the README's commands work as printed right after ``make run``."""
+    home = standard_home()
+    if "MLQUEUE_HOME" in os.environ or (home / HOME_CONFIG_NAME).is_file():
+        return home
+    return demo_home() or home
 
 
 def project_config_file() -> Path:
@@ -136,11 +156,14 @@ class Settings(BaseSettings):
         """Broker and store URLs, or an error that says how to get them."""
         if not self.broker_url or not self.mongo_url:
             raise SystemExit(
-                "mlqueue does not know where the HQ is: no broker/mongo URL configured.\n"
-                f"  - on the HQ machine: start it with `mlqueue hq` (home {self.home}), then use\n"
-                f"    MLQUEUE_HOME={self.home} (the default) so the generated config.json is found;\n"
-                "  - on another machine: set MLQUEUE_BROKER_URL and MLQUEUE_MONGO_URL to the values\n"
-                "    `mlqueue hq` printed, or put them in config/mlqueue.json."
+                f"mlqueue does not know where the HQ is: {self.home_config_path} does not exist and no "
+                "broker/mongo URL is set.\n"
+                "  - on the HQ machine: start it with `mlqueue hq`, or point at its home with\n"
+                "    `mlqueue --home DIR ...` (e.g. --home .mlqueue-demo after `make run`) or MLQUEUE_HOME=DIR;\n"
+                "  - from any machine, through the HQ's API: `mlqueue --hq http://HQ:8350 --token TOKEN ...`\n"
+                "    (or MLQUEUE_HQ_URL and MLQUEUE_TOKEN);\n"
+                "  - for a worker on another machine: MLQUEUE_BROKER_URL and MLQUEUE_MONGO_URL as\n"
+                "    `mlqueue hq` printed them, or in config/mlqueue.json."
             )
         return self.broker_url, self.mongo_url
 

@@ -22,6 +22,7 @@ trial record (``told``) before the study hears it, and re-told idempotently afte
 
 from __future__ import annotations
 
+import difflib
 import logging
 import os
 import socket
@@ -550,7 +551,19 @@ class Driver:
             return 0
         self._count_told(ctx)
         self._tell_study(ctx, record["trialNumber"], state, value)
+        if order["state"] == orders.SUCCEEDED and ctx.sweep.file.objective.field not in outcome:
+            self._stop_for_missing_objective(ctx, record, outcome)
         return 1
+
+    def _stop_for_missing_objective(self, ctx: _Context, record: dict[str, Any], outcome: dict[str, Any]) -> None:
+        """A trial finished without the objective field at all: a typo, not bad luck. Stop at once and say
+        which fields the Outcome has, rather than spend the whole budget on trials that all count as failed."""
+        reason = missing_objective(ctx.sweep.file.objective.field, outcome, record["trialNumber"])
+        store.db(self.settings).sweeps.update_one(
+            {"_id": ctx.doc["_id"], "state": RUNNING},
+            {"$set": {"state": STOPPING, "stopAs": STOPPED, "stopReason": reason, "lastError": reason}})
+        log.warning("sweep %s: %s", ctx.id, reason)
+        ctx.doc.update(state=STOPPING, stopAs=STOPPED)
 
     def _result(self, ctx: _Context, order: dict[str, Any]) -> tuple[str, float | None, str | None]:
         """(trial state, objective value, note) from a final Order."""
@@ -610,6 +623,17 @@ class Driver:
             update.update(state=final, finishedDate=orders.now(), driverLease=None)
             self._contexts.pop(ctx.id, None)
         d.sweeps.update_one({"_id": doc["_id"], "driverLease.owner": self.owner}, {"$set": update})
+
+
+def missing_objective(field: str, outcome: dict[str, Any], trial: int) -> str:
+    """Why a sweep stops when its objective is not a field of a finished trial's Outcome."""
+    numeric = [k for k, v in outcome.items() if _number(v)]
+    close = difflib.get_close_matches(field, numeric, n=1, cutoff=0.5) or \
+        difflib.get_close_matches(field, list(outcome), n=1, cutoff=0.5)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return (f"the objective {field!r} is not in the Outcome of trial {trial} (its numeric fields: "
+            f"{', '.join(numeric) or 'none'}; all: {', '.join(outcome)}){hint} Fix `objective:` in the "
+            "sweep file and start it again; the finished trials are kept.")
 
 
 def _pairs(chosen: dict[str, Any]) -> list[dict[str, Any]]:

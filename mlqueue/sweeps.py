@@ -38,6 +38,7 @@ PyYAML's node marks, so the checks run on the composed node tree as well as on t
 from __future__ import annotations
 
 import copy
+import difflib
 import functools
 import itertools
 import json
@@ -523,11 +524,24 @@ def _possible_values(spec: Choice | IntRange | FloatRange) -> list[Any] | None:
     return None
 
 
-def _add_pydantic(problems: Problems, loc: Loc, exc: ValidationError, hint: str = "") -> None:
+def _keys_hint(where: Loc) -> str:
+    """For an unknown key in a sweep file: the keys its mapping takes, and the closest one."""
+    models: dict[Any, type[BaseModel]] = {"objective": Objective, "budget": Budget, "earlyStopping": EarlyStopping}
+    model = models.get(where[0]) if len(where) == 2 else SweepFile
+    if model is None:
+        return ""
+    allowed = list(model.model_fields)
+    close = difflib.get_close_matches(str(where[-1]), allowed, n=1, cutoff=0.6)
+    owner = "a sweep file" if model is SweepFile else f"{where[0]}"
+    return (f"; did you mean {close[0]!r}?" if close else "") + f" ({owner} takes {', '.join(allowed)})"
+
+
+def _add_pydantic(problems: Problems, loc: Loc, exc: ValidationError,
+                  hint: str | Callable[[Loc], str] = "") -> None:
     for err in exc.errors():
         where = (*loc, *err["loc"])
         if err["type"] == "extra_forbidden":
-            problems.add(where, f"unknown key{hint}")
+            problems.add(where, f"unknown key{hint(where) if callable(hint) else hint}")
         else:
             given = err.get("input")
             shown = "" if isinstance(given, dict) else f" (got {json.dumps(given, default=str)[:40]})"
@@ -823,7 +837,7 @@ def parse_data(data: Any, where: str = "sweep", positions: dict[Loc, Position] |
     try:
         spec = SweepFile.model_validate(data)
     except ValidationError as exc:
-        _add_pydantic(problems, (), exc, hint=f"; a sweep file has {', '.join(SweepFile.model_fields)}")
+        _add_pydantic(problems, (), exc, hint=_keys_hint)
         problems.raise_if_any()
         raise
     if not spec.space:

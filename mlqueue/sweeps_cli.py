@@ -39,8 +39,8 @@ def sweep() -> None:
 
     \b
     mlqueue sweep FILE [--wait]      start the sweep in FILE (same as `sweep start FILE`); prints its id
-    mlqueue sweep status ID          trials by state, best so far, time and machines used
-    mlqueue sweep best ID [-o F]     the best trial's Job as ready-to-submit JSON
+    mlqueue sweep status [ID]        trials by state, best so far, time and machines used (default: latest)
+    mlqueue sweep best [ID] [-o F]   the best trial's Job as ready-to-submit JSON (default: latest)
     mlqueue sweep stop ID            no new trials; unfinished ones are cancelled
     mlqueue sweep list               all sweeps, newest first
 
@@ -135,14 +135,28 @@ def _drive_and_wait(sweep_id: str, total: int | None, timeout: float | None) -> 
         sys.exit(1)
 
 
+def _chosen(sweep_id: str | None) -> str:
+    """The sweep asked for, else the newest one (said on stderr, so stdout stays clean for JSON)."""
+    if sweep_id:
+        return sweep_id
+    from mlqueue import sweep_driver
+
+    rows = sweep_driver.listing()
+    if not rows:
+        _fail("there is no sweep yet: start one with `mlqueue sweep FILE` (e.g. tasks/toy_sweep.yaml)")
+    click.echo(f"(the latest sweep, {rows[0].get('name')}; `mlqueue sweep list` shows all {len(rows)})", err=True)
+    return str(rows[0]["sweepId"])
+
+
 @sweep.command("status")
-@click.argument("sweep_id")
+@click.argument("sweep_id", required=False)
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
-def status(sweep_id: str, fmt: str) -> None:
+def status(sweep_id: str | None, fmt: str) -> None:
     """Trials by state, best so far, wall time, machine time and the machines used."""
     from mlqueue import sweep_driver, tables
 
     get_settings().require_urls()
+    sweep_id = _chosen(sweep_id)
     try:
         report = sweep_driver.status(sweep_id)
     except sweep_driver.SweepNotFound as exc:
@@ -184,14 +198,15 @@ def _short(value: Any) -> str:
 
 
 @sweep.command("best")
-@click.argument("sweep_id")
+@click.argument("sweep_id", required=False)
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the Job to this file (default: print it).")
-def best(sweep_id: str, output: Path | None) -> None:
+def best(sweep_id: str | None, output: Path | None) -> None:
     """The best trial's Job as JSON, ready for `mlqueue submit` (sweep bookkeeping removed)."""
     from mlqueue import sweep_driver
 
     get_settings().require_urls()
+    sweep_id = _chosen(sweep_id)
     try:
         found = sweep_driver.best_job(sweep_id)
     except sweep_driver.SweepNotFound as exc:

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
-from conftest import Farm
+from conftest import ROOT, Farm
 
 
 def test_submit_wait_then_results_json_has_one_row_per_job(farm: Farm) -> None:
@@ -62,3 +66,30 @@ def test_show_cancel_requeue_by_id(farm: Farm) -> None:
 def test_commands_without_an_hq_say_how_to_configure_one(farm: Farm, tmp_path) -> None:
     result = farm.run_cli("status", MLQUEUE_BROKER_URL="", MLQUEUE_MONGO_URL="", MLQUEUE_HOME=str(tmp_path / "x"))
     assert result.returncode != 0 and "mlqueue hq" in result.stderr
+
+
+def _cli_in(cwd: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "mlqueue.cli", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=120)
+
+
+def test_after_make_run_the_readme_commands_find_the_demo_home_and_a_lost_cli_says_where_it_looked(
+        farm: Farm, tmp_path: Path) -> None:
+    checkout, user_home = tmp_path / "checkout", tmp_path / "user"
+    (checkout / ".mlqueue-demo").mkdir(parents=True)
+    user_home.mkdir()
+    (checkout / ".mlqueue-demo" / "config.json").write_text(json.dumps(
+        {k: getattr(farm.settings, k) for k in ("broker_url", "mongo_url", "mongo_db", "queue")}))
+    fresh_shell = {k: v for k, v in os.environ.items() if not k.startswith("MLQUEUE_")}
+    fresh_shell.update(HOME=str(user_home), PYTHONPATH=str(ROOT))
+    [job_id] = farm.submit({"scriptName": "toy"})
+    status = _cli_in(checkout, fresh_shell, "status")
+    assert status.returncode == 0 and "unassigned 1" in status.stdout, status.stderr
+    assert job_id[:8] in _cli_in(checkout, fresh_shell, "show", job_id[:8]).stdout
+
+    lost = _cli_in(tmp_path, {**fresh_shell, "MLQUEUE_HOME": str(tmp_path / "nowhere")}, "status")
+    assert lost.returncode != 0
+    assert f"{tmp_path / 'nowhere' / 'config.json'} does not exist" in lost.stderr
+    assert "--home .mlqueue-demo" in lost.stderr and "--hq http://HQ:8350 --token TOKEN" in lost.stderr
+    missing = farm.run_cli("show", "123456")
+    assert missing.returncode == 2 and "`mlqueue results` lists Job ids" in missing.stderr

@@ -64,3 +64,13 @@ def test_hq_puts_store_credentials_in_its_config_and_join_command(tmp_path: Path
             "paste:")[0]
     finally:
         hq.shutdown()
+
+
+def test_a_lan_hq_banner_gives_one_address_everywhere_and_the_ml_extra(tmp_path: Path) -> None:
+    hq = HQ(home=tmp_path / "home", bind="0.0.0.0")
+    hq.config = {"broker_url": "redis://:pw@127.0.0.1:6390/0", "http_port": 8350, "flower_port": 5555,
+                 "mongo_url": "mongodb://mlqueue:pw@127.0.0.1:27027/?directConnection=true&authSource=admin"}
+    banner, host = hq.banner(), hq.public_host
+    assert f"broker    : {host}:6390\n" in banner and f"store     : {host}:27027  (needs" in banner
+    assert f"@{host}:6390/0" in hq.join_command() and "127.0.0.1" not in banner
+    assert "pip install '.[ml]'" in banner and "pw" not in banner.split("paste:")[0]

@@ -184,6 +184,8 @@ BAD_FILES = [
     ("unknown early stopping", BASE + "space:\n  x: {float: [0, 1]}\nearlyStopping: sha\n" + BUDGET, "4:1",
      "unknown early stopping 'sha'"),
     ("no budget", BASE + "space:\n  x: {float: [0, 1]}\nmethod: random\n", "1:1", "maxTrials"),
+    ("typo under budget", BASE + "space:\n  x: {float: [0, 1]}\nbudget: {maxTrails: 3}\n", "4:10",
+     "unknown key; did you mean 'maxTrials'? (budget takes maxTrials, maxParallel, maxWallSeconds)"),
 ]
 
 
@@ -461,3 +463,21 @@ def test_max_wall_time_ends_the_sweep_cancelling_what_is_unfinished(farm: Farm, 
     assert time.monotonic() - started >= 1.4
     assert doc["state"] == "done" and "maxWallSeconds" in doc["stopReason"]
     assert doc["toldCount"] == 2 and {o["state"] for o in sweep_orders(farm, sweep_id)} == {"cancelled"}
+
+
+def test_an_objective_typo_stops_the_sweep_at_its_first_trial_naming_the_outcomes_fields(
+        farm: Farm, tmp_path: Path) -> None:
+    farm.start_worker("w1")
+    file = write_sweep(tmp_path / "typo.yaml", method="random", trials=6, parallel=1, sleep=0.1)
+    file.write_text(file.read_text().replace("objective: loss", "objective: los"))
+    sweep_id = create(farm, file)
+    doc = drive(farm, sweep_id)
+    assert doc["state"] == "stopped" and doc["toldCount"] == 1 and len(sweep_orders(farm, sweep_id)) == 1
+    assert "the objective 'los' is not in the Outcome of trial 0" in doc["stopReason"]
+    assert "did you mean 'loss'?" in doc["stopReason"] and "loss" in doc["stopReason"].split("numeric fields: ")[1]
+
+    status = farm.run_cli("sweep", "status")   # no id: the latest sweep, said on stderr
+    assert status.returncode == 0 and "latest sweep" in status.stderr and "`mlqueue sweep list`" in status.stderr
+    assert f"sweep {sweep_id}" in status.stdout and "did you mean 'loss'?" in status.stdout
+    best = farm.run_cli("sweep", "best")
+    assert best.returncode == 1 and "no successful trial" in best.stderr
