@@ -368,7 +368,14 @@ def scripts_ls(fmt: str) -> None:
 @main.command(context_settings={"ignore_unknown_options": True})
 @click.argument("celery_args", nargs=-1, type=click.UNPROCESSED)
 def worker(celery_args: tuple[str, ...]) -> None:
-    """Start a worker on this machine (same as `celery -A mlqueue worker -l info ARGS`)."""
+    """Start a worker on this machine (same as `celery -A mlqueue worker -l info ARGS`).
+
+    `mlqueue worker install-service` / `uninstall-service`: run it as a user service (see --help of each).
+    """
+    from mlqueue.machines_cli import SERVICE_COMMANDS
+
+    if celery_args and celery_args[0] in SERVICE_COMMANDS:
+        SERVICE_COMMANDS[celery_args[0]].main(list(celery_args[1:]), f"mlqueue worker {celery_args[0]}")
     get_settings().require_urls()
     os.execvp(sys.executable, [sys.executable, "-m", "celery", "-A", "mlqueue", "worker", "-l", "info",
                                *celery_args])

@@ -253,4 +253,54 @@ def machines_remove(name: str) -> None:
                    "cannot be revoked; restart the HQ with --bind 0.0.0.0 to have per-machine store users")
 
 
+# --------------------------------------------------------------------------- worker as a service
+
+
+def _service_plan(name: str | None) -> Any:
+    from mlqueue import machines, service_install
+
+    home = _home()
+    machine = name or read_json_file(home / HOME_CONFIG_NAME).get("machine") or machines.default_name()
+    try:
+        return service_install.plan_for(machines.check_name(machine), home)
+    except (machines.MachineError, RuntimeError) as exc:
+        _fail(str(exc))
+
+
+@click.command("install-service")
+@click.option("--name", default=None, help="Machine name (default: the one `mlqueue join` recorded).")
+@click.option("--no-start", is_flag=True, help="Only write the service file; do not enable or start it.")
+def install_service(name: str | None, no_start: bool) -> None:
+    """Run this machine's worker as a user service: at every login, restarted after a crash."""
+    from mlqueue import service_install
+
+    get_settings().require_urls()
+    plan = _service_plan(name)
+    problem = service_install.install(plan, start=not no_start)
+    click.echo(f"wrote {plan.path}")
+    if no_start:
+        click.echo("enable and start it with:  " + "  &&  ".join(" ".join(c) for c in plan.enable))
+    elif problem:
+        click.echo(f"could not enable it ({problem}); enable it with:  "
+                   + "  &&  ".join(" ".join(c) for c in plan.enable), err=True)
+    else:
+        click.echo("enabled and started: the worker now runs at every login and restarts after a crash")
+        if plan.platform == "linux":
+            click.echo("(to run it at boot without logging in: loginctl enable-linger $USER)")
+
+
+@click.command("uninstall-service")
+@click.option("--name", default=None, help="Machine name (default: the one `mlqueue join` recorded).")
+def uninstall_service(name: str | None) -> None:
+    """Stop this machine's worker service and remove it."""
+    from mlqueue import service_install
+
+    plan = _service_plan(name)
+    removed, problem = service_install.uninstall(plan)
+    if problem:
+        click.echo(f"note: {problem}", err=True)
+    click.echo(f"removed {plan.path}" if removed else f"no service installed ({plan.path} does not exist)")
+
+
+SERVICE_COMMANDS = {"install-service": install_service, "uninstall-service": uninstall_service}
 COMMANDS = (invite, join, machines_group)
