@@ -49,7 +49,9 @@ Job fields (defaults in brackets):
 an epoch count running across folds, when cross-validating); ``loss`` is the training loss.
 An exception it raises (pruning) propagates and stops training.
 
-Bad hyperparameters are refused by ``parse_config`` before any training, with
+The fields above are the pydantic ``Params`` model (``ml_scripts/_nn_params.py``): mlqueue checks a
+Job against it at submit time, and the dashboard draws nn's New job form from it. Bad hyperparameters
+that reach a worker anyway are refused by ``parse_config`` before any training, with
 ``{"status": 400, "message": ..., "field": ...}``.
 
 Command line (seed style; the outcome is the last stdout line, exit 0 for 200 and 400):
@@ -80,11 +82,13 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from pydantic import ValidationError
 
 if __package__ in (None, "") or importlib.util.find_spec("ml_scripts") is None:
     # run as `python ml_scripts/X.py`, or loaded from its file without the package installed
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from ml_scripts import _nn_params  # noqa: E402 - needs the path fix above
 from ml_scripts._common import (  # noqa: E402 - needs the path fix above
     JobError,
     Outcome,
@@ -96,28 +100,8 @@ from ml_scripts._common import (  # noqa: E402 - needs the path fix above
     run_cli,
 )
 
-ACTIVATIONS = frozenset(
-    {
-        "relu", "leaky_relu", "relu6", "elu", "selu", "celu", "gelu", "silu", "swish", "mish",
-        "softplus", "softsign", "tanh", "sigmoid", "hard_sigmoid", "hard_silu", "exponential",
-        "linear",
-    }
-)
-OPTIMIZERS = {
-    "sgd": "SGD", "rmsprop": "RMSprop", "adam": "Adam", "adamw": "AdamW", "adagrad": "Adagrad",
-    "adadelta": "Adadelta", "adamax": "Adamax", "nadam": "Nadam", "ftrl": "Ftrl", "lion": "Lion",
-}
-REGRESSION_LOSSES = {
-    "mse": "mean_squared_error", "mean_squared_error": "mean_squared_error",
-    "mae": "mean_absolute_error", "mean_absolute_error": "mean_absolute_error",
-    "mape": "mean_absolute_percentage_error",
-    "mean_absolute_percentage_error": "mean_absolute_percentage_error",
-    "msle": "mean_squared_logarithmic_error",
-    "mean_squared_logarithmic_error": "mean_squared_logarithmic_error",
-    "huber": "huber", "log_cosh": "log_cosh", "logcosh": "log_cosh", "poisson": "poisson",
-}
-CLASSIFICATION_LOSSES = {"binary_crossentropy": "binary_crossentropy"}
-SCALERS = ("standard", "minmax", "robust", "none")
+Params = _nn_params.Params   # checked at submit time by mlqueue, and below before any training
+LOSSES = {**_nn_params.REGRESSION_LOSSES, **_nn_params.CLASSIFICATION_LOSSES}
 LR_FACTOR = 0.5
 LR_MIN_DELTA = 1e-4
 MIN_LR_FRACTION = 1e-3
@@ -171,7 +155,7 @@ class NNConfig:
     @property
     def classification(self) -> bool:
         """A 0/1 target trained with cross-entropy; changes splits, trees and scoring."""
-        return self.loss in CLASSIFICATION_LOSSES.values()
+        return self.loss in _nn_params.CLASSIFICATION_LOSSES.values()
 
     @property
     def patience(self) -> int:
@@ -187,90 +171,6 @@ class NNConfig:
 
 
 # --------------------------------------------------------------------------- validation
-
-
-def _number(
-    job: Mapping[str, Any],
-    field: str,
-    default: float | None,
-    *,
-    low: float | None = None,
-    high: float | None = None,
-    low_open: bool = False,
-    high_open: bool = False,
-    integer: bool = False,
-) -> float | None:
-    """Read a numeric field and check its range, explaining the allowed range on failure."""
-    value = job.get(field)
-    if value is None:
-        value = default
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise JobError(field, f"'{field}' must be a number, got {value!r}.")
-    if integer and float(value) != int(value):
-        raise JobError(field, f"'{field}' must be a whole number, got {value!r}.")
-    too_low = low is not None and (value <= low if low_open else value < low)
-    too_high = high is not None and (value >= high if high_open else value > high)
-    if too_low or too_high:
-        left = "(" if low_open else "["
-        right = ")" if high_open else "]"
-        span = f"{left}{'-inf' if low is None else low}, {'inf' if high is None else high}{right}"
-        raise JobError(field, f"'{field}' must be in {span}, got {value!r}.")
-    return int(value) if integer else float(value)
-
-
-def _choice(job: Mapping[str, Any], field: str, default: str, options: Any) -> str:
-    """Read a lower-cased name that must be one of ``options``; lists them on failure."""
-    value = job.get(field, default)
-    if value is None:
-        value = default
-    if not isinstance(value, str) or value.strip().lower() not in options:
-        allowed = ", ".join(sorted(options))
-        raise JobError(field, f"Unknown {field} {value!r}; use one of: {allowed}.")
-    return value.strip().lower()
-
-
-def _flag(job: Mapping[str, Any], field: str, default: bool) -> bool:
-    """Read a boolean; the strings "true"/"false" are accepted for hand-typed CLI jobs."""
-    value = job.get(field, default)
-    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
-        return value.strip().lower() == "true"
-    if not isinstance(value, bool):
-        raise JobError(field, f"'{field}' must be true or false, got {value!r}.")
-    return value
-
-
-def _hidden_layers(job: Mapping[str, Any]) -> tuple[LayerSpec, ...]:
-    """Validate ``hiddenLayers``; errors name the exact entry, e.g. hiddenLayers[1].dropout."""
-    raw = job.get("hiddenLayers", [{"activation": "relu", "widthModifier": 1, "dropout": 0}])
-    if not isinstance(raw, list):
-        raise JobError("hiddenLayers", "'hiddenLayers' must be a list of {activation, widthModifier, dropout}.")
-    layers = []
-    for index, entry in enumerate(raw):
-        prefix = f"hiddenLayers[{index}]"
-        if not isinstance(entry, dict):
-            raise JobError(prefix, f"{prefix} must be an object with activation, widthModifier and dropout.")
-        scoped = {f"{prefix}.{key}": value for key, value in entry.items()}
-        activation = _choice(scoped, f"{prefix}.activation", "relu", ACTIVATIONS)
-        width = _number(scoped, f"{prefix}.widthModifier", 1.0, low=0, low_open=True)
-        dropout = _number(scoped, f"{prefix}.dropout", 0.0, low=0, high=1, high_open=True)
-        layers.append(LayerSpec(activation, float(width), float(dropout)))
-    return tuple(layers)
-
-
-def _last_activation(job: Mapping[str, Any]) -> str:
-    """``lastLayerActivator``: "" (or missing) means a linear output."""
-    value = job.get("lastLayerActivator") or "linear"
-    return _choice({"lastLayerActivator": value}, "lastLayerActivator", "linear", ACTIVATIONS)
-
-
-def _target_name(job: Mapping[str, Any]) -> str:
-    """The target column, accepting the seeds' ``depedentVariable`` spelling."""
-    target = job.get("dependentVariable", job.get("depedentVariable"))
-    if not isinstance(target, str) or not target:
-        raise JobError("depedentVariable", "Name the target column in 'depedentVariable' (or 'dependentVariable').")
-    return target
 
 
 def _target_field(job: Mapping[str, Any]) -> str:
@@ -320,48 +220,42 @@ def parse_config(job: Mapping[str, Any], *, check_data: bool = True) -> NNConfig
     ``check_data=False`` skips dataPath/writePath and the CSV header, so a job can be
     checked when it is submitted, before any worker has downloaded its data.
     """
-    target = _target_name(job)
-    loss_name = _choice(job, "loss", "mse", {**REGRESSION_LOSSES, **CLASSIFICATION_LOSSES})
-    loss = {**REGRESSION_LOSSES, **CLASSIFICATION_LOSSES}[loss_name]
-    last_activation = _last_activation(job)
-    pca = int(_number(job, "pcaComponents", -1, integer=True))
-    if pca == 0 or pca < -1:
-        raise JobError("pcaComponents", f"'pcaComponents' must be -1 (off) or a positive count, got {pca}.")
-    target_min = _number(job, "minDependentVarValue", None)
-    target_max = _number(job, "maxDependentVarValue", None)
-    if target_min is not None and target_max is not None and target_min > target_max:
-        raise JobError("minDependentVarValue", f"minDependentVarValue {target_min} is above "
-                       f"maxDependentVarValue {target_max}; swap them.")
-    classification = loss in CLASSIFICATION_LOSSES.values()
-    default_scale = last_activation == "linear" and not classification
+    try:
+        params = Params.model_validate(dict(job))
+    except ValidationError as exc:
+        raise JobError(*_nn_params.first_problem(exc, dict(job))) from None
+    loss = LOSSES[params.loss]
+    classification = loss in _nn_params.CLASSIFICATION_LOSSES.values()
+    default_scale = params.lastLayerActivator == "linear" and not classification
     cfg = NNConfig(
         data_path=Path(),
         write_path=None,
-        target=target,
+        target=params.target,
         target_field=_target_field(job),
-        target_min=target_min,
-        target_max=target_max,
-        hidden_layers=_hidden_layers(job),
-        last_activation=last_activation,
-        optimizer=_choice(job, "optimizer", "adam", OPTIMIZERS),
-        learning_rate=float(_number(job, "learningRate", 0.001, low=0, low_open=True)),
+        target_min=params.minDependentVarValue,
+        target_max=params.maxDependentVarValue,
+        hidden_layers=tuple(LayerSpec(layer.activation, layer.widthModifier, layer.dropout)
+                            for layer in params.hiddenLayers),
+        last_activation=params.lastLayerActivator,
+        optimizer=params.optimizer,
+        learning_rate=params.learningRate,
         loss=loss,
-        l1=float(_number(job, "l1", 0.0, low=0)),
-        l2=float(_number(job, "l2", 0.0, low=0)),
-        batch_size=int(_number(job, "batchSize", 32, low=1, integer=True)),
-        epochs=int(_number(job, "epochs", 100, low=1, integer=True)),
-        patience_rate=float(_number(job, "patienceRate", 0.1, low=0)),
-        slow_learning_rate=float(_number(job, "slowLearningRate", 0.0, low=0)),
-        scaler=_choice(job, "scalerType", "standard", SCALERS),
-        extra_trees_threshold=float(_number(job, "extraTreesKeepThreshd", 0.0, low=0, high=1, high_open=True)),
-        pca_components=pca,
-        scale_target=_flag(job, "scaleTarget", default_scale),
-        validation_split=float(_number(job, "validationSplit", 0.2, low=0, high=1, low_open=True, high_open=True)),
-        cross_validate_only=_flag(job, "crossValidateOnly", False),
-        scoring=str(job.get("crossValidationCrossingType") or "neg_mean_squared_error"),
-        cv_folds=int(_number(job, "cvFolds", 5, low=2, integer=True)),
-        save_weights_at_end=_flag(job, "saveWeightsOnlyAtEnd", False),
-        seed=int(_number(job, "seed", 42, low=0, integer=True)),
+        l1=params.l1,
+        l2=params.l2,
+        batch_size=params.batchSize,
+        epochs=params.epochs,
+        patience_rate=params.patienceRate,
+        slow_learning_rate=params.slowLearningRate,
+        scaler=params.scalerType,
+        extra_trees_threshold=params.extraTreesKeepThreshd,
+        pca_components=params.pcaComponents,
+        scale_target=default_scale if params.scaleTarget is None else params.scaleTarget,
+        validation_split=params.validationSplit,
+        cross_validate_only=params.crossValidateOnly,
+        scoring=params.crossValidationCrossingType,
+        cv_folds=params.cvFolds,
+        save_weights_at_end=params.saveWeightsOnlyAtEnd,
+        seed=params.seed,
     )
     _check_scorer(cfg.scoring, classification)
     if not check_data:
@@ -370,7 +264,7 @@ def parse_config(job: Mapping[str, Any], *, check_data: bool = True) -> NNConfig
     write_path = None
     if not cfg.cross_validate_only:
         write_path = require_path(job, "writePath", directory=True)
-    _check_header(data_path, target, cfg.target_field, pca)
+    _check_header(data_path, cfg.target, cfg.target_field, cfg.pca_components)
     return dataclasses.replace(cfg, data_path=data_path, write_path=write_path)
 
 
@@ -582,7 +476,7 @@ def build_model(cfg: NNConfig, n_features: int, target: np.ndarray) -> Any:
         std = float(target.std()) or 1.0
         layers.append(keras.layers.Rescaling(scale=std, offset=float(target.mean())))
     model = keras.Sequential(layers)
-    optimizer = getattr(keras.optimizers, OPTIMIZERS[cfg.optimizer])(learning_rate=cfg.learning_rate)
+    optimizer = getattr(keras.optimizers, _nn_params.OPTIMIZERS[cfg.optimizer])(learning_rate=cfg.learning_rate)
     model.compile(optimizer=optimizer, loss=cfg.loss)
     return model
 

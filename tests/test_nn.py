@@ -425,3 +425,25 @@ def test_cli_prints_outcome_json_on_last_line(job: dict[str, Any], tmp_path: Pat
 def test_cli_bad_job_prints_400_and_exits_zero(tmp_path: Path) -> None:
     code, outcome = run_cli(json.dumps({"dataFileName": "missing.csv", "depedentVariable": "y"}), cwd=tmp_path)
     assert code == 0 and outcome["status"] == 400 and outcome["field"] == "dataPath"
+
+
+def test_a_bad_nn_job_is_refused_at_submit_naming_each_field_and_the_form_has_every_fields_meaning() -> None:
+    from mlqueue import jobs
+
+    bad = {"scriptName": "nn", "depedentVariable": "y", "optimizer": "Adamm", "learningRate": 0,
+           "hiddenLayers": [{"activation": "relu", "widthModifier": 2, "dropout": 0.1},
+                            {"activation": "relux", "widthModifier": 1, "dropuot": 0.2}],
+           "crossValidationCrossingType": "neg_mean_squared_errorz"}
+    with pytest.raises(jobs.JobError) as err:
+        jobs.validate(bad)
+    message = str(err.value)
+    for field in ("optimizer", "learningRate", "hiddenLayers.1.activation", "hiddenLayers.1.dropuot",
+                  "crossValidationCrossingType"):
+        assert f"field '{field}'" in message, message
+    assert "'adam'" in message and "greater than 0" in message and "unknown scikit-learn scoring" in message
+    assert jobs.validate({"scriptName": "nn", "dependentVariable": "y", "optimizer": "RMSprop"})
+    schema = nn.Params.model_json_schema()
+    for name, prop in schema["properties"].items():
+        assert prop.get("description"), f"{name} has no description for the form"
+    assert "relu" in schema["$defs"]["Layer"]["properties"]["activation"]["enum"]
+    assert schema["properties"]["validationSplit"]["exclusiveMaximum"] == 1
