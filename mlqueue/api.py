@@ -40,7 +40,7 @@ from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from mlqueue import __version__, jobs, logs_api, orders, outcomes, scripts, store, tables
+from mlqueue import __version__, code_api, jobs, logs_api, orders, outcomes, scripts, store, tables
 from mlqueue.machines_api import router as machines_router
 from mlqueue.settings import Settings
 
@@ -287,6 +287,7 @@ def create_app(settings: Settings, dashboard: bool = True) -> FastAPI:
     app.include_router(__import__("mlqueue.seeds_api", fromlist=["router"]).router)  # the seeds' routes
     app.include_router(logs_api.router)
     app.include_router(machines_router)
+    app.include_router(code_api.router)
     if dashboard:
         mount_dashboard(app, settings)
     app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)

@@ -363,7 +363,7 @@ def test_the_dashboard_needs_the_token(farm: Farm, hq: HQ, browser: Any) -> None
         tab.wait_for_selector("text=not this HQ's token")
         tab.fill("input[type=password], input[name=token]", hq.token)
         tab.keyboard.press("Enter")
-        tab.wait_for_selector("h2:has-text('Workers')")
+        tab.wait_for_selector("h2:has-text('Machines')")
         assert tab.url.endswith("/ui/workers")
     finally:
         context.close()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, quote
 
@@ -19,18 +20,19 @@ from dash import Input, Output, dcc, html
 from gridfs.errors import NoFile
 
 from mlqueue import artifacts, store
-from mlqueue.dashboard import job_page, jobs_page, new_job_page, quality_page, sweep_page, workers_page
+from mlqueue.dashboard import code_page, job_page, jobs_page, new_job_page, quality_page, sweep_page, workers_page
 from mlqueue.dashboard.common import Ctx, message
 from mlqueue.dashboard.table import JobTable
 from mlqueue.settings import Settings, get_settings, read_json_file
 
 log = logging.getLogger(__name__)
+ASSETS = Path(__file__).with_name("assets")  # the Code page's editor (Ace) and the live output panes' script
 
 # First path segment -> (page module, navigation label or None for pages reached by links only).
 PAGES: dict[str, tuple[Any, str | None]] = {
     "jobs": (jobs_page, "Jobs"), "job": (job_page, None), "sweeps": (sweep_page, "Sweeps"),
-    "sweep": (sweep_page, None), "quality": (quality_page, "Model quality"), "workers": (workers_page, "Workers"),
-    "new": (new_job_page, "New job"),
+    "sweep": (sweep_page, None), "quality": (quality_page, "Model quality"), "machines": (workers_page, "Machines"),
+    "workers": (workers_page, None), "code": (code_page, "Code"), "new": (new_job_page, "New job"),
 }
 STYLE = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 0; background: #f5f6f8; color: #1d2330; }
@@ -154,7 +156,7 @@ def create_dash_app(settings: Settings | None = None, prefix: str = "/ui/") -> d
     settings = settings or get_settings()
     prefix = "/" + prefix.strip("/") + "/" if prefix.strip("/") else "/"
     app = dash.Dash(__name__, requests_pathname_prefix=prefix, routes_pathname_prefix="/", title="mlqueue",
-                    update_title=None, suppress_callback_exceptions=True, assets_folder="no-assets",
+                    update_title=None, suppress_callback_exceptions=True, assets_folder=str(ASSETS),
                     serve_locally=True)
     app.server.wsgi_app = MountedAt(app.server.wsgi_app, prefix.rstrip("/"))
     app.index_string = app.index_string.replace("{%css%}", "{%css%}<style>" + STYLE + "</style>")

@@ -1,18 +1,29 @@
-"""Workers: each machine, what it offers, what it runs now, how alive and how busy it is."""
+"""Machines (the old Workers page, at /machines and /workers): each machine as a card with what it
+offers, its state, the Job it runs and that Job's live output, side by side; below, the table of all
+workers and how busy each has been.
+
+The live output panes are filled in the browser by ``assets/mlqueue.js`` from the API's stream
+(``GET /orders/{id}/log?follow=true``); this module only says which Job each pane follows. Cards are
+re-rendered only when what they show changes, so a pane keeps its stream while its Job runs.
+"""
 
 from __future__ import annotations
 
-from datetime import datetime
+import json
+from datetime import datetime, timedelta
 from typing import Any
 
+import dash
 import dash_ag_grid as dag
 import plotly.graph_objects as go
-from dash import Input, Output, dcc, html
+from dash import Input, Output, State, dcc, html
 
 from mlqueue import orders, store
-from mlqueue.dashboard.common import Ctx, empty_figure, figure
+from mlqueue.dashboard.common import Ctx, empty_figure, figure, state_badge
 
 POLL_MS = 3000
+CARDS_POLL_MS = 1500
+MACHINE_STATE_COLORS = {"online": "#2f9e44", "offline": "#868e96", "paused": "#b58900", "draining": "#ae3ec9"}
 COLUMNS = ["name", "online", "host", "currentJob", "heartbeatAgeSeconds", "jobsDone", "busyPercent", "cpus", "ramGb",
            "gpus", "os", "python", "firstSeen"]
 
@@ -60,19 +71,91 @@ def share_figure(rows: list[dict[str, Any]]) -> go.Figure:
     return fig
 
 
+def machines(ctx: Ctx) -> list[dict[str, Any]]:
+    """Each registered worker with its state, capabilities and the Job its output pane follows: the one it
+    holds now, else the last one it ran (so output stays readable after the Job ends)."""
+    d = store.db(ctx.settings)
+    now = orders.now()
+    fresh = timedelta(seconds=3 * ctx.settings.heartbeat_every)
+    held = {o["worker"]: o for o in d.orders.find({"state": {"$in": list(orders.HELD)}},
+                                                   {"worker": 1, "jobId": 1, "scriptName": 1, "state": 1})}
+    out = []
+    for worker in d.workers.find({}, {"_id": 0}).sort("name", 1):
+        name, beat = worker["name"], worker.get("lastHeartbeat")
+        alive = bool(worker.get("online")) and isinstance(beat, datetime) and now - beat < fresh
+        state = worker.get("state") if alive and worker.get("state") not in (None, "idle", "busy", "online") \
+            else ("online" if alive else "offline")
+        job = held.get(name) or d.orders.find_one({"worker": name}, {"jobId": 1, "scriptName": 1, "state": 1},
+                                                  sort=[("updatedDate", -1)])
+        out.append({"name": name, "state": state, "host": worker.get("host"),
+                    "capabilities": worker.get("capabilities") or {}, "current": name in held,
+                    "job": {k: job.get(k) for k in ("jobId", "scriptName", "state")} if job else None})
+    return out
+
+
+def capability_text(caps: dict[str, Any]) -> str:
+    """One line of what a machine offers: CPUs, RAM, GPUs, OS, Python and the ML packages it has."""
+    gpus = caps.get("gpus") or []
+    gpu_text = ", ".join(g if isinstance(g, str) else str(g.get("name") or g.get("model") or g) for g in gpus)
+    versions = caps.get("versions") or caps.get("packages") or {}
+    ml = [f"{p} {versions[p]}" for p in ("tensorflow", "torch", "scikit-learn") if isinstance(versions, dict)
+          and versions.get(p)]
+    parts = [f"{caps['cpus']} CPUs" if caps.get("cpus") else None,
+             f"{caps['ramGb']} GB RAM" if caps.get("ramGb") else None,
+             f"GPU: {gpu_text}" if gpu_text else "no GPU", caps.get("os"),
+             f"Python {caps['python']}" if caps.get("python") else None, *ml]
+    return " · ".join(p for p in parts if p)
+
+
+def machine_card(ctx: Ctx, machine: dict[str, Any]) -> html.Section:
+    name, job = machine["name"], machine["job"]
+    if job:
+        label = "running" if machine["current"] else "last job"
+        job_line: list[Any] = [f"{label}: ", dcc.Link(job["jobId"][:10], href=ctx.href(f"/job/{job['jobId']}")),
+                               f" {job.get('scriptName') or ''} ", state_badge(job.get("state"))]
+    else:
+        job_line = ["idle: no Job yet"]
+    color = MACHINE_STATE_COLORS.get(machine["state"], "#555")
+    return html.Section([
+        html.Div([html.H3(name), html.Span(machine["state"], className="badge machine-state",
+                                           style={"background": color})], className="head"),
+        html.Div(capability_text(machine["capabilities"]), className="caps"),
+        html.Div(job_line, className="job"),
+        html.Div([dcc.Link("Run here", href=ctx.href(f"/code?worker={name}"), className="button run-here")],
+                 className="actions"),
+        html.Div(className="live-log", id={"type": "machine-log", "worker": name},
+                 **{"data-job": job["jobId"] if job else ""}),
+    ], className="card machine", id={"type": "machine", "worker": name})
+
+
 def layout(ctx: Ctx, _arg: str | None, _query: dict[str, str]) -> html.Div:
     defs = [{"field": c, "cellRenderer": "markdown"} if c == "currentJob" else {"field": c} for c in COLUMNS]
     return html.Div([
-        html.H2("Workers"),
+        html.H2("Machines"),
+        dcc.Interval(id="machines-poll", interval=CARDS_POLL_MS), dcc.Store(id="machines-shown"),
+        html.Div(id="machines", className="machines"),
+        html.H3("All workers", style={"marginTop": "16px"}),
         dcc.Interval(id="workers-poll", interval=POLL_MS),
         dag.AgGrid(id="workers-grid", rowData=[], columnDefs=defs, getRowId="params.data.name",
                    defaultColDef={"sortable": True, "resizable": True, "filter": True},
-                   style={"height": "300px"}, className="card"),
+                   style={"height": "300px", "boxSizing": "border-box"}, className="card"),
         dcc.Graph(id="workers-share", config={"displaylogo": False}, className="card"),
     ])
 
 
 def register(ctx: Ctx) -> None:
+    @ctx.app.callback(Output("machines", "children"), Output("machines-shown", "data"),
+                      Input("machines-poll", "n_intervals"), State("machines-shown", "data"))
+    def _cards(_n: int | None, shown: str | None) -> tuple[Any, Any]:
+        """Redraw the cards only when what they show changed (a redraw would restart the output streams)."""
+        found = machines(ctx)
+        signature = json.dumps(found, sort_keys=True, default=str)
+        if signature == shown:
+            return dash.no_update, dash.no_update
+        if not found:
+            return html.P("No machine has joined yet: start a worker (`mlqueue worker`)."), signature
+        return [machine_card(ctx, m) for m in found], signature
+
     @ctx.app.callback(Output("workers-grid", "rowData"), Output("workers-share", "figure"),
                       Input("workers-poll", "n_intervals"))
     def _refresh(_n: int | None) -> tuple[list[dict[str, Any]], go.Figure]:

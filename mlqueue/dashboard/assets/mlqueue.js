@@ -1,0 +1,92 @@
+/* mlqueue dashboard: the Code page's editor (Ace, bundled in ./ace) and live output panes.
+ *
+ * Live output: every element with class "live-log" and a data-job attribute follows that Job's output
+ * through the API's server-sent events (GET /orders/ID/log?follow=true), appending lines as they come.
+ * Dash re-renders pages freely, so a scan every 400 ms attaches streams to new panes and closes the
+ * streams of panes that left the page or now show another Job.
+ */
+(function () {
+  "use strict";
+  var MAX_LINES = 2000;
+  var streams = [];
+
+  function apiBase() {
+    var config = document.getElementById("_dash-config");
+    var prefix = "/ui/";
+    try { prefix = JSON.parse(config.textContent).requests_pathname_prefix || prefix; } catch (e) { /* default */ }
+    return prefix.replace(/ui\/$/, "");
+  }
+
+  function addLine(pane, text, cls) {
+    var line = document.createElement("div");
+    line.className = "log-line" + (cls ? " " + cls : "");
+    line.textContent = text;
+    var atBottom = pane.scrollTop + pane.clientHeight >= pane.scrollHeight - 8;
+    pane.appendChild(line);
+    while (pane.childNodes.length > MAX_LINES) { pane.removeChild(pane.firstChild); }
+    if (atBottom) { pane.scrollTop = pane.scrollHeight; }
+  }
+
+  function follow(pane, job) {
+    pane.textContent = "";
+    pane.mlqJob = job;
+    if (!job) { return; }
+    var source = new EventSource(apiBase() + "orders/" + encodeURIComponent(job) + "/log?follow=true");
+    pane.mlqSource = source;
+    streams.push(pane);
+    source.addEventListener("line", function (event) {
+      var data = JSON.parse(event.data);
+      addLine(pane, data.line, data.stream === "stderr" ? "stderr" : "");
+    });
+    source.addEventListener("end", function (event) {
+      var data = JSON.parse(event.data);
+      addLine(pane, "── job " + data.jobId.slice(0, 10) + " ended: " + data.state + " ──", "end");
+      pane.dataset.ended = data.state;
+      source.close();
+    });
+  }
+
+  function scan() {
+    streams = streams.filter(function (pane) {
+      var gone = !document.body.contains(pane) || pane.mlqJob !== (pane.dataset.job || "");
+      if (gone && pane.mlqSource) { pane.mlqSource.close(); pane.mlqSource = null; }
+      return !gone;
+    });
+    var panes = document.querySelectorAll(".live-log");
+    for (var i = 0; i < panes.length; i++) {
+      var job = panes[i].dataset.job || "";
+      if (panes[i].mlqJob !== job) {
+        if (panes[i].mlqSource) { panes[i].mlqSource.close(); }
+        follow(panes[i], job);
+      }
+    }
+  }
+
+  setInterval(scan, 400);
+
+  /* The editor: one Ace instance on #code-editor; its text goes to the Dash store "code-text". */
+  window.mlqueueEditor = {
+    editor: null,
+    ensure: function () {
+      var host = document.getElementById("code-editor");
+      if (!host || !window.ace) { return null; }
+      if (this.editor && this.editor.container === host) { return this.editor; }
+      var editor = window.ace.edit(host, {
+        mode: "ace/mode/python", theme: "ace/theme/textmate", useWorker: false, fontSize: 13,
+        showPrintMargin: false, tabSize: 4, useSoftTabs: true, wrap: false
+      });
+      editor.session.on("change", function () {
+        window.dash_clientside.set_props("code-text", {data: editor.getValue()});
+      });
+      this.editor = editor;
+      return editor;
+    },
+    load: function (loaded) {
+      var editor = this.ensure();
+      if (!editor || !loaded) { return window.dash_clientside.no_update; }
+      editor.session.setValue(loaded.text || "");
+      window.dash_clientside.set_props("code-text", {data: editor.getValue()});
+      return loaded.nonce;
+    }
+  };
+})();

@@ -1,0 +1,125 @@
+"""The Experimenter loop in a real browser: write a script in the Code page's editor, save it (a new
+hash-addressed version), run it on a named machine, watch its printed lines stream on the Machines page
+before the Job ends; edit and save again without touching the version the first Job ran. Plus the
+script-version routes of the API on their own.
+
+Fixtures (Debian chromium, the API on a free port with the dashboard) come from ``test_dashboard``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import httpx
+import test_dashboard
+from conftest import Farm, wait_for
+from test_dashboard import HQ, choose
+
+from mlqueue import script_versions
+
+browser, hq, page = test_dashboard.browser, test_dashboard.hq, test_dashboard.page  # the same fixtures
+
+SCRIPT = '''import os
+import time
+
+
+def run(job, report):
+    for i in range(1, 4):
+        print(f"hello {i} from the editor", flush=True)
+    print("metric: loss=0.5 epoch=1", flush=True)
+    while not os.path.exists(job["gate"]):
+        time.sleep(0.05)
+    return {"status": 200, "loss": 0.5}
+'''
+
+
+def editor_text(tab: Any) -> str:
+    return tab.evaluate("() => window.mlqueueEditor.editor && window.mlqueueEditor.editor.getValue()")
+
+
+def type_into_editor(tab: Any, text: str) -> None:
+    """Replace the editor's text as a person would: select all, then type (paste-like) the new text."""
+    tab.click("#code-editor .ace_content")
+    tab.keyboard.press("Control+A")
+    tab.keyboard.insert_text(text)
+    wait_for(lambda: editor_text(tab) == text, timeout=10, what="the editor to hold the typed text")
+
+
+def test_write_save_run_on_a_machine_watch_it_live_then_edit_keeps_the_first_version(
+        farm: Farm, hq: HQ, page: Any, tmp_path: Path) -> None:
+    farm.start_worker("w1")
+    worker = farm.db.workers.find_one({"name": {"$regex": "^w1@"}})["name"]
+    gate = tmp_path / "gate"
+
+    page.goto(hq.ui("code"))
+    page.fill("#code-new-name", "live_demo")
+    page.click("#code-new")
+    page.wait_for_selector("#code-editor .ace_content:has-text('def run')")  # the new-file template
+    type_into_editor(page, SCRIPT)
+    page.click("#code-save")
+    page.wait_for_selector("#code-saved:has-text('Saved live_demo version')")
+    first = page.get_attribute("#code-saved", "data-sha")
+    page.wait_for_selector("#code-diff .add:has-text('hello {i} from the editor')")  # the saved version shown
+    assert script_versions.source("live_demo", settings=farm.settings)["text"] == SCRIPT
+
+    page.fill("#code-job", f'{{"gate": "{gate}"}}')
+    choose(page, "code-worker", worker)
+    page.click("#code-run")
+    page.wait_for_selector("#code-run-queued")
+    job_id = page.get_attribute("#code-run-queued", "data-job")
+    job = farm.db.jobs.find_one({"scriptName": "live_demo"})
+    assert job["worker"] == worker and job["scriptHash"] == first and str(job["_id"]) == job_id
+
+    page.click("#code-run-machines")
+    pane = f".live-log[data-job='{job_id}']"
+    page.wait_for_selector(f"{pane} .log-line:has-text('hello 3 from the editor')")
+    order = farm.order(job_id)
+    assert order["state"] == "running" and order["worker"] == worker, order.get("outcome")  # live: not ended
+    wide = page.evaluate("() => [document.documentElement.scrollWidth, window.innerWidth, Array.from("
+                         "document.querySelectorAll('*')).filter(e => e.getBoundingClientRect().right > "
+                         "window.innerWidth).map(e => e.tagName + '#' + e.id + '.' + e.className).slice(0, 12)]")
+    assert wide[0] <= wide[1], wide  # no sideways scroll
+    hq.screenshot(page, "machines")
+    gate.touch()
+    page.wait_for_selector(f"{pane} .log-line.end:has-text('ended: succeeded')")
+    done = farm.wait_final(job_id)
+    assert [m["loss"] for m in done["metrics"]] == [0.5]  # the printed metric line became a point
+
+    page.goto(hq.ui("code?script=live_demo"))
+    wait_for(lambda: editor_text(page) == SCRIPT, timeout=30, what="the saved version in the editor")
+    type_into_editor(page, SCRIPT.replace("hello {i}", "hi {i}"))
+    page.click("#code-save")
+    page.wait_for_selector("#code-saved:has-text('Saved live_demo version')")
+    second = page.get_attribute("#code-saved", "data-sha")
+    assert second != first
+    page.wait_for_selector("#code-diff .add:has-text('hi {i}')")
+    page.wait_for_selector("#code-diff .del:has-text('hello {i}')")
+    assert len(script_versions.versions("live_demo", farm.settings)) == 2
+    hq.screenshot(page, "code")
+    assert farm.order(job_id)["script"]["sha256"] == first  # the first Job still records the first version
+    assert farm.db.outcomes.find_one({"jobId": job_id})["script"]["sha256"] == first
+
+
+def test_script_versions_over_the_api_save_never_overwrite_and_diff(farm: Farm, hq: HQ) -> None:
+    http = httpx.Client(base_url=hq.url, headers={"Authorization": f"Bearer {hq.token}"}, timeout=30)
+    one = http.post("/scripts/api_demo/versions", json={"text": "def run(job, report):\n    return {}\n"})
+    assert one.status_code == 201 and one.json()["created"] and one.json()["previous"] is None
+    again = http.post("/scripts/api_demo/versions", json={"text": "def run(job, report):\n    return {}\n"})
+    assert again.status_code == 200 and not again.json()["created"]
+    two = http.post("/scripts/api_demo/versions", json={"text": "def run(job, report):\n    return {'a': 1}\n"})
+    assert two.status_code == 201 and two.json()["previous"] == one.json()["sha256"]
+    listed = http.get("/scripts/api_demo/versions").json()
+    assert [v["sha256"] for v in listed] == [two.json()["sha256"], one.json()["sha256"]]
+    old = http.get("/scripts/api_demo/source", params={"version": one.json()["sha256"][:10]}).json()
+    assert old["text"].endswith("return {}\n") and not old["current"]
+    diff = http.get("/scripts/api_demo/diff").json()["diff"]
+    assert "-    return {}" in diff and "+    return {'a': 1}" in diff
+
+    bad = http.post("/scripts/api_demo/versions", json={"text": "def run(:\n"})
+    assert bad.status_code == 422 and "line 1" in bad.json()["error"]
+    assert len(http.get("/scripts/api_demo/versions").json()) == 2  # nothing stored
+    assert http.get("/scripts/nope/versions").status_code == 404
+    template = http.get("/scripts/toy/template").json()
+    assert template["scriptName"] == "toy" and template["epochs"] == 0 and "sleepSeconds" in template
+    assert httpx.get(f"{hq.url}/scripts/toy/versions").status_code == 401
