@@ -81,6 +81,8 @@ def test_write_save_run_on_a_machine_watch_it_live_then_edit_keeps_the_first_ver
                          "window.innerWidth).map(e => e.tagName + '#' + e.id + '.' + e.className).slice(0, 12)]")
     assert wide[0] <= wide[1], wide  # no sideways scroll
     hq.screenshot(page, "machines")
+    page.click("#machines-invite")
+    assert "mlqueue join 127.0.0.1:" in page.inner_text("#machines-invite-command")
     gate.touch()
     page.wait_for_selector(f"{pane} .log-line.end:has-text('ended: succeeded')")
     done = farm.wait_final(job_id)
@@ -99,6 +101,12 @@ def test_write_save_run_on_a_machine_watch_it_live_then_edit_keeps_the_first_ver
     hq.screenshot(page, "code")
     assert farm.order(job_id)["script"]["sha256"] == first  # the first Job still records the first version
     assert farm.db.outcomes.find_one({"jobId": job_id})["script"]["sha256"] == first
+
+    wait_for(lambda: f"scriptHash: {second}" in page.input_value("#code-sweep"), what="the sweep template")
+    page.click("#code-sweep-run")
+    page.wait_for_selector("#code-sweep-link")
+    sweep = farm.db.sweeps.find_one({"name": "live_demo-sweep"})
+    assert sweep is not None and f"scriptHash: {second}" in str(sweep)
 
 
 def test_script_versions_over_the_api_save_never_overwrite_and_diff(farm: Farm, hq: HQ) -> None:

@@ -10,6 +10,7 @@ when a machine is chosen, to that machine (``worker``), validated exactly as ``m
 from __future__ import annotations
 
 import json
+import re
 import secrets
 from typing import Any
 
@@ -20,6 +21,17 @@ from mlqueue import jobs, orders, script_versions, scripts, store
 from mlqueue.dashboard.common import Ctx, message
 
 ANY_MACHINE = ""
+SWEEP_TEMPLATE = """name: {name}-sweep
+base:
+  scriptName: {name}
+  scriptHash: {version}
+space:                      # the fields to vary: {{float: [lo, hi]}}, {{int: [lo, hi]}}, {{choice: [a, b]}}
+  lr: {{float: [0.001, 0.1], log: true}}
+objective: loss
+method: random
+budget: {{maxTrials: 6, maxParallel: 2}}
+earlyStopping: none
+"""
 
 
 def script_options(ctx: Ctx) -> list[dict[str, str]]:
@@ -101,6 +113,13 @@ def layout(ctx: Ctx, _arg: str | None, query: dict[str, str]) -> html.Div:
                           html.Button("Run", id="code-run", style={"marginTop": "10px"}),
                           html.Div(id="code-run-message")], className="card"),
         ], className="run-row"),
+        html.Section([html.H3("Run as sweep"),
+                      html.Label("Sweep file (YAML, as for `mlqueue sweep`): its base Job runs the version shown"),
+                      dcc.Textarea(id="code-sweep", value="", style={"width": "100%", "height": "190px",
+                                                                     "fontFamily": "monospace",
+                                                                     "boxSizing": "border-box"}),
+                      html.Button("Run as sweep", id="code-sweep-run", style={"marginTop": "8px"}),
+                      html.Div(id="code-sweep-message")], className="card"),
         html.Section([html.H3("Changes from the previous version"), html.Pre(id="code-diff", className="diff")],
                      className="card"),
     ])
@@ -146,6 +165,33 @@ def register(ctx: Ctx) -> None:
         job = script_versions.job_template(name, ctx.settings, version)
         return {"text": shown["text"], "nonce": nonce}, diff_view(changes), \
             dash.no_update if keep else json.dumps(job, indent=2)
+
+    @ctx.app.callback(Output("code-sweep", "value"), Input("code-version", "value"), Input("code-name", "data"),
+                      State("code-sweep", "value"))
+    def _sweep_template(version: str | None, name: str | None, current: str | None) -> Any:
+        """A sweep file over the version shown (kept when one for this script is being edited)."""
+        if not name or not version:
+            return ""
+        if current and f"scriptName: {name}\n" in current:
+            return re.sub(r"scriptHash: \w+", f"scriptHash: {version}", current)
+        return SWEEP_TEMPLATE.format(name=name, version=version)
+
+    @ctx.app.callback(Output("code-sweep-message", "children"), Input("code-sweep-run", "n_clicks"),
+                      State("code-sweep", "value"), State("code-worker", "value"), prevent_initial_call=True)
+    def _run_sweep(_clicks: int | None, text: str | None, worker: str | None) -> Any:
+        """Check the sweep file as `mlqueue sweep` does and start it (the HQ's driver runs its trials)."""
+        from mlqueue import sweep_driver, sweeps
+
+        try:
+            spec = sweeps.parse_text(text or "", "sweep", ctx.settings)
+            if worker:
+                spec.file.base["worker"] = worker
+            sweep_id = sweep_driver.create(spec, text or "", "dashboard code page", by="dashboard",
+                                           settings=ctx.settings)
+        except (sweeps.SweepError, jobs.JobError, ValueError) as exc:
+            return html.Pre(str(exc), className="message error")
+        return html.Div(["Sweep started: ", dcc.Link(f"sweep {sweep_id}", href=ctx.href(f"/sweep/{sweep_id}"),
+                                                     id="code-sweep-link")], className="message ok")
 
     @ctx.app.callback(Output("code-version", "options", allow_duplicate=True),
                       Output("code-version", "value", allow_duplicate=True),

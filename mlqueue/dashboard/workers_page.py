@@ -15,6 +15,7 @@ from typing import Any
 
 import dash
 import dash_ag_grid as dag
+import flask
 import plotly.graph_objects as go
 from dash import Input, Output, State, dcc, html
 
@@ -131,7 +132,10 @@ def machine_card(ctx: Ctx, machine: dict[str, Any]) -> html.Section:
 def layout(ctx: Ctx, _arg: str | None, _query: dict[str, str]) -> html.Div:
     defs = [{"field": c, "cellRenderer": "markdown"} if c == "currentJob" else {"field": c} for c in COLUMNS]
     return html.Div([
-        html.H2("Machines"),
+        html.Div([html.H2("Machines", style={"flex": "1"}),
+                  html.Button("Invite a machine", id="machines-invite", className="secondary")],
+                 style={"display": "flex", "alignItems": "center", "gap": "10px"}),
+        html.Div(id="machines-invite-code"),
         dcc.Interval(id="machines-poll", interval=CARDS_POLL_MS), dcc.Store(id="machines-shown"),
         html.Div(id="machines", className="machines"),
         html.H3("All workers", style={"marginTop": "16px"}),
@@ -143,7 +147,25 @@ def layout(ctx: Ctx, _arg: str | None, _query: dict[str, str]) -> html.Div:
     ])
 
 
+def invite_note(settings: Any) -> html.Div:
+    """A one-time invite code (``invites.create``, as ``mlqueue invite`` and ``POST /invites``) and the
+    command to type on the new machine, addressed to the host this browser reached the HQ by."""
+    from mlqueue import invites
+
+    made = invites.create(by="dashboard", settings=settings)
+    host = flask.request.host if flask.has_request_context() else "HQ"
+    return html.Div([f"Invite code {made['code']} (valid once, until {made['expires']:%H:%M} UTC). "
+                     "On the other machine: ", html.Code(f"mlqueue join {host} --code {made['code']}",
+                                                         id="machines-invite-command")],
+                    className="message ok")
+
+
 def register(ctx: Ctx) -> None:
+    @ctx.app.callback(Output("machines-invite-code", "children"), Input("machines-invite", "n_clicks"),
+                      prevent_initial_call=True)
+    def _invite(_clicks: int | None) -> Any:
+        return invite_note(ctx.settings)
+
     @ctx.app.callback(Output("machines", "children"), Output("machines-shown", "data"),
                       Input("machines-poll", "n_intervals"), State("machines-shown", "data"))
     def _cards(_n: int | None, shown: str | None) -> tuple[Any, Any]:
