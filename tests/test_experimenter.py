@@ -80,6 +80,9 @@ def test_write_save_run_on_a_machine_watch_it_live_then_edit_keeps_the_first_ver
                          "document.querySelectorAll('*')).filter(e => e.getBoundingClientRect().right > "
                          "window.innerWidth).map(e => e.tagName + '#' + e.id + '.' + e.className).slice(0, 12)]")
     assert wide[0] <= wide[1], wide  # no sideways scroll
+    wait_for(lambda: page.evaluate("() => { const p = document.querySelector('.machine .js-plotly-plot');"
+                                   " return p && p._fullData ? p._fullData.map(t => (t.x || []).length) : []; }")
+             == [1], what="the printed metric line on the machine's live chart")
     hq.screenshot(page, "machines")
     page.click("#machines-invite")
     assert "mlqueue join 127.0.0.1:" in page.inner_text("#machines-invite-command")

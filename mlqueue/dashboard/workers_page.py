@@ -17,13 +17,16 @@ import dash
 import dash_ag_grid as dag
 import flask
 import plotly.graph_objects as go
-from dash import Input, Output, State, dcc, html
+from dash import ALL, Input, Output, State, dcc, html
 
 from mlqueue import orders, store
 from mlqueue.dashboard.common import Ctx, empty_figure, figure, state_badge
+from mlqueue.dashboard.job_page import curves
 
 POLL_MS = 3000
 CARDS_POLL_MS = 1500
+CHART_POLL_MS = 2000
+CHART_POINTS = 500
 MACHINE_STATE_COLORS = {"online": "#2f9e44", "offline": "#868e96", "paused": "#b58900", "draining": "#ae3ec9"}
 COLUMNS = ["name", "online", "host", "currentJob", "heartbeatAgeSeconds", "jobsDone", "busyPercent", "cpus", "ramGb",
            "gpus", "os", "python", "firstSeen"]
@@ -126,7 +129,22 @@ def machine_card(ctx: Ctx, machine: dict[str, Any]) -> html.Section:
                  className="actions"),
         html.Div(className="live-log", id={"type": "machine-log", "worker": name},
                  **{"data-job": job["jobId"] if job else ""}),
+        dcc.Graph(id={"type": "machine-chart", "worker": name}, config={"displayModeBar": False},
+                  figure=machine_chart(ctx, job["jobId"] if job else None), style={"height": "190px"}),
     ], className="card machine", id={"type": "machine", "worker": name})
+
+
+def machine_chart(ctx: Ctx, job_id: str | None) -> go.Figure:
+    """The followed Job's metric points (``report()`` or printed metric lines), drawn small."""
+    order = store.db(ctx.settings).orders.find_one({"jobId": job_id}, {"metrics": {"$slice": -CHART_POINTS}}) \
+        if job_id else None
+    if not order or not order.get("metrics"):
+        return empty_figure("", "no metrics printed or reported yet").update_layout(
+            height=190, margin={"l": 10, "r": 10, "t": 10, "b": 10})
+    fig = curves(order)
+    fig.update_layout(title=None, height=190, margin={"l": 40, "r": 10, "t": 10, "b": 30},
+                      legend={"orientation": "h", "y": -0.25}, xaxis_title=None)
+    return fig
 
 
 def layout(ctx: Ctx, _arg: str | None, _query: dict[str, str]) -> html.Div:
@@ -137,6 +155,7 @@ def layout(ctx: Ctx, _arg: str | None, _query: dict[str, str]) -> html.Div:
                  style={"display": "flex", "alignItems": "center", "gap": "10px"}),
         html.Div(id="machines-invite-code"),
         dcc.Interval(id="machines-poll", interval=CARDS_POLL_MS), dcc.Store(id="machines-shown"),
+        dcc.Interval(id="machines-charts-poll", interval=CHART_POLL_MS),
         html.Div(id="machines", className="machines"),
         html.H3("All workers", style={"marginTop": "16px"}),
         dcc.Interval(id="workers-poll", interval=POLL_MS),
@@ -161,6 +180,19 @@ def invite_note(settings: Any) -> html.Div:
 
 
 def register(ctx: Ctx) -> None:
+    @ctx.app.callback(Output({"type": "machine-chart", "worker": ALL}, "figure"),
+                      Input("machines-charts-poll", "n_intervals"), State("machines-shown", "data"),
+                      State({"type": "machine-chart", "worker": ALL}, "id"), prevent_initial_call=True)
+    def _charts(_n: int | None, shown: str | None, ids: list[dict[str, str]]) -> list[Any]:
+        """Redraw the charts of machines whose Job is running (a finished Job's chart no longer changes)."""
+        following = {m["name"]: m for m in json.loads(shown or "[]")}
+        figures: list[Any] = []
+        for ident in ids:
+            machine = following.get(ident["worker"])
+            running = machine and machine["current"] and machine["job"]
+            figures.append(machine_chart(ctx, machine["job"]["jobId"]) if running else dash.no_update)
+        return figures
+
     @ctx.app.callback(Output("machines-invite-code", "children"), Input("machines-invite", "n_clicks"),
                       prevent_initial_call=True)
     def _invite(_clicks: int | None) -> Any:
