@@ -7,7 +7,7 @@ PIP := $(VENV)/bin/pip
 DEMO_HOME ?= $(CURDIR)/.mlqueue-demo
 STAMP := $(VENV)/.installed
 
-.PHONY: install run stop test bench lint clean
+.PHONY: install run stop test bench chaos lint clean
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -36,6 +36,9 @@ bench: $(STAMP) /usr/bin/chromium ## benchmarks (long); figures are printed and 
 	$(PY) bench/api_latency.py
 	$(PY) bench/dashboard_first_page.py
 	$(PY) bench/sweep_efficiency.py
+
+chaos: $(STAMP) ## the chaos suite: every fault at full size, the tally printed and saved (see docs/reliability.md)
+	$(PY) -m chaos --json bench/results/chaos.json
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check mlqueue ml_scripts tests bench
