@@ -20,8 +20,13 @@ import plotly.graph_objects as go
 from dash import ALL, Input, Output, State, dcc, html
 
 from mlqueue import orders, store
-from mlqueue.dashboard.common import Ctx, empty_figure, figure, state_badge
+from mlqueue.dashboard.common import Ctx, empty_figure, figure, message, state_badge
 from mlqueue.dashboard.job_page import curves
+
+try:  # pause/resume/drain arrive with owner-aware workers; until then the buttons are not shown
+    from mlqueue import worker_control
+except ImportError:  # pragma: no cover - depends on the version of mlqueue
+    worker_control = None
 
 POLL_MS = 3000
 CARDS_POLL_MS = 1500
@@ -87,14 +92,33 @@ def machines(ctx: Ctx) -> list[dict[str, Any]]:
     for worker in d.workers.find({}, {"_id": 0}).sort("name", 1):
         name, beat = worker["name"], worker.get("lastHeartbeat")
         alive = bool(worker.get("online")) and isinstance(beat, datetime) and now - beat < fresh
-        state = worker.get("state") if alive and worker.get("state") not in (None, "idle", "busy", "online") \
-            else ("online" if alive else "offline")
+        state = machine_state(worker, alive)
         job = held.get(name) or d.orders.find_one({"worker": name}, {"jobId": 1, "scriptName": 1, "state": 1},
                                                   sort=[("updatedDate", -1)])
         out.append({"name": name, "state": state, "host": worker.get("host"),
                     "capabilities": worker.get("capabilities") or {}, "current": name in held,
                     "job": {k: job.get(k) for k in ("jobId", "scriptName", "state")} if job else None})
     return out
+
+
+def machine_state(worker: dict[str, Any], alive: bool) -> str:
+    """offline, paused, draining (asked by its owner or from here), or online."""
+    if not alive:
+        return "offline"
+    if worker.get("state") not in (None, "idle", "busy", "online"):
+        return str(worker["state"])
+    action = (worker.get("control") or {}).get("action")
+    return {"pause": "paused", "drain": "draining"}.get(action, "online")
+
+
+def action_buttons(name: str, state: str) -> list[Any]:
+    """Pause / resume / drain (``worker_control``, the same as ``POST /workers/NAME/ACTION``), when this
+    HQ has it; the action a machine is already in is not offered again."""
+    if worker_control is None or state == "offline":
+        return []
+    offered = ["resume"] if state in ("paused", "draining") else ["pause", "drain"]
+    return [html.Button(action.capitalize(), className="secondary",
+                        id={"type": "machine-action", "worker": name, "action": action}) for action in offered]
 
 
 def capability_text(caps: dict[str, Any]) -> str:
@@ -125,8 +149,8 @@ def machine_card(ctx: Ctx, machine: dict[str, Any]) -> html.Section:
                                            style={"background": color})], className="head"),
         html.Div(capability_text(machine["capabilities"]), className="caps"),
         html.Div(job_line, className="job"),
-        html.Div([dcc.Link("Run here", href=ctx.href(f"/code?worker={name}"), className="button run-here")],
-                 className="actions"),
+        html.Div([dcc.Link("Run here", href=ctx.href(f"/code?worker={name}"), className="button run-here"),
+                  *action_buttons(name, machine["state"])], className="actions"),
         html.Div(className="live-log", id={"type": "machine-log", "worker": name},
                  **{"data-job": job["jobId"] if job else ""}),
         dcc.Graph(id={"type": "machine-chart", "worker": name}, config={"displayModeBar": False},
@@ -153,7 +177,7 @@ def layout(ctx: Ctx, _arg: str | None, _query: dict[str, str]) -> html.Div:
         html.Div([html.H2("Machines", style={"flex": "1"}),
                   html.Button("Invite a machine", id="machines-invite", className="secondary")],
                  style={"display": "flex", "alignItems": "center", "gap": "10px"}),
-        html.Div(id="machines-invite-code"),
+        html.Div(id="machines-invite-code"), html.Div(id="machines-action-message"),
         dcc.Interval(id="machines-poll", interval=CARDS_POLL_MS), dcc.Store(id="machines-shown"),
         dcc.Interval(id="machines-charts-poll", interval=CHART_POLL_MS),
         html.Div(id="machines", className="machines"),
@@ -180,6 +204,20 @@ def invite_note(settings: Any) -> html.Div:
 
 
 def register(ctx: Ctx) -> None:
+    @ctx.app.callback(Output("machines-action-message", "children"),
+                      Input({"type": "machine-action", "worker": ALL, "action": ALL}, "n_clicks"),
+                      prevent_initial_call=True)
+    def _act(clicks: list[int | None]) -> Any:
+        """Pause, resume or drain the machine whose button was clicked."""
+        target = dash.ctx.triggered_id
+        if worker_control is None or not isinstance(target, dict) or not any(clicks):
+            return dash.no_update
+        try:
+            done = worker_control.command(target["worker"], target["action"], "dashboard", ctx.settings)
+        except LookupError as exc:
+            return message(str(exc), "error")
+        return message(done.get("message") or f"{target['worker']}: {target['action']} requested", "ok")
+
     @ctx.app.callback(Output({"type": "machine-chart", "worker": ALL}, "figure"),
                       Input("machines-charts-poll", "n_intervals"), State("machines-shown", "data"),
                       State({"type": "machine-chart", "worker": ALL}, "id"), prevent_initial_call=True)
