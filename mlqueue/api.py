@@ -288,6 +288,7 @@ def create_app(settings: Settings, dashboard: bool = True) -> FastAPI:
     app.include_router(logs_api.router)
     app.include_router(machines_router)
     app.include_router(code_api.router)
+    app.include_router(__import__("mlqueue.workers_api", fromlist=["router"]).router)  # pause/resume/drain
     if dashboard:
         mount_dashboard(app, settings)
     app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)

@@ -46,6 +46,7 @@ def make_app() -> Celery:
 
 
 app = make_app()
+__import__("mlqueue.owner", fromlist=["add_worker_options"]).add_worker_options(app)  # --when-owner-active...
 
 
 def app_for(settings: Settings) -> Celery:

@@ -390,6 +390,7 @@ from mlqueue.machines_cli import COMMANDS as MACHINE_COMMANDS  # noqa: E402 - in
 
 for _command in MACHINE_COMMANDS:
     main.add_command(_command)
+main.add_command(__import__("mlqueue.workers_cli", fromlist=["workers"]).workers)  # pause|resume|drain
 
 
 if __name__ == "__main__":

@@ -310,6 +310,28 @@ def give_back(order: dict[str, Any], why: str, by: str, settings: Settings | Non
     return True
 
 
+def hold_paused(order: dict[str, Any], why: str, deadline: datetime | None, paused_for: float,
+                settings: Settings | None = None) -> bool:
+    """Heartbeat a Job its worker suspended (owner policy): not lost, and its deadline waits too."""
+    update: dict[str, Any] = {"heartbeatAt": now(), "pausedBy": why}
+    if deadline:
+        update["deadline"] = deadline + timedelta(seconds=paused_for)
+    result = store.db(settings).orders.update_one({**_gate(order), "state": {"$in": list(HELD)}}, {"$set": update})
+    return result.matched_count == 1
+
+
+def resume_paused(order: dict[str, Any], deadline: datetime | None, paused_for: float, by: str,
+                  settings: Settings | None = None) -> None:
+    """A suspended Job runs again: its deadline moves by the time it was paused."""
+    update: dict[str, Any] = {"heartbeatAt": now(), "pausedBy": None}
+    if deadline:
+        update["deadline"] = deadline + timedelta(seconds=paused_for)
+    store.db(settings).orders.update_one(
+        {**_gate(order), "state": {"$in": list(HELD)}},
+        {"$set": update, "$push": {"history": {"at": now(), "to": None, "by": by,
+                                               "why": f"resumed after {paused_for:.0f}s paused"}}})
+
+
 def append_log(order: dict[str, Any], lines: list[dict[str, Any]], settings: Settings | None = None) -> None:
     """Append a script's output lines to its Order (the last ``LOG_LINES_KEPT`` are kept).
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from bson import ObjectId
 
-from mlqueue import orders, ranking, store
+from mlqueue import orders, ranking, store, worker_control
 from mlqueue.settings import Settings, get_settings
 
 BOOKKEEPING = {"_id", "createdDate"}
@@ -91,6 +91,7 @@ def workers(settings: Settings | None = None) -> list[dict[str, Any]]:
         w["busySeconds"] = round(stats.get("busy") or 0.0, 1)
         alive_for = (now - started).total_seconds() if started else 0
         w["busyShare"] = round(min(1.0, w["busySeconds"] / alive_for), 3) if alive_for > 0 else 0.0
+        w["state"] = worker_control.state_of(w)
         out.append(w)
     return out
 

@@ -105,6 +105,15 @@ class Settings(BaseSettings):
     log_flush_interval: float = 0.3  # how often a running script's new output lines reach its Order
 
     worker_concurrency: int = 1
+
+    # the machine's owner (see mlqueue/owner.py): what a worker does while its owner uses the machine
+    when_owner_active: str = "ignore"
+    idle_after: float = 300.0
+    hours: str | None = None
+    max_pause: float = 3600.0
+    idle_probe: str | None = None
+    owner_cpu_threshold: float | None = None
+    owner_poll: float = 1.0
     scripts_dir: Path = PROJECT_ROOT / "ml_scripts"
 
     bind: str = "127.0.0.1"

@@ -33,7 +33,7 @@ import psutil
 from bson import ObjectId
 from celery import signals
 
-from mlqueue import artifacts, checkpoints, datasets, metric_lines, names, orders, scripts, store
+from mlqueue import artifacts, checkpoints, datasets, metric_lines, names, orders, owner, scripts, store
 from mlqueue.celery_app import app
 from mlqueue.settings import Settings, get_settings
 
@@ -296,7 +296,7 @@ class Attempt:
 
     def _watch(self) -> None:
         """Heartbeat until the script ends; stop it at its deadline or when the Order is taken away."""
-        while not self.done.wait(self._next_wait()):
+        while not self._wait_unless_done():
             if time.monotonic() >= self.deadline:
                 limit = self.order["timeLimit"]
                 self._stop("timeout", {**orders.system_outcome(self.order, "timeout",
@@ -312,6 +312,17 @@ class Attempt:
             if not still_ours:
                 self._stop("released", None)
                 return
+
+    def _wait_unless_done(self) -> bool:
+        """Wait one watch period. Time this process spent stopped (an owner pause: SIGSTOP) is added to
+        the deadline, as the worker's owner watch adds it to the Order's."""
+        wait, before = self._next_wait(), time.monotonic()
+        if self.done.wait(wait):
+            return True
+        stopped = time.monotonic() - before - wait
+        if stopped > 1.0:
+            self.deadline += stopped
+        return False
 
     def _next_wait(self) -> float:
         return max(0.05, min(self.settings.heartbeat_every, self.deadline - time.monotonic()))
@@ -449,6 +460,7 @@ def _on_worker_ready(sender: Any = None, **_: Any) -> None:
     register(name, settings)
     _life = WorkerLife(name, settings)
     _life.start()
+    owner.start(name, settings, sender, _life.stop)
     log.info("mlqueue worker %s ready (queue %s, store %s)", name, settings.queue, settings.mongo_db)
 
 
