@@ -29,7 +29,8 @@ def test_killed_worker_resumes_from_last_checkpoint_and_the_loss_does_not_count(
     farm.kill_worker(first)
     saved = farm.order(job_id)["checkpoint"]
     assert saved["step"] >= 6 and saved["attempt"] == 1
-    assert [f["_id"] for f in _files(farm, job_id)] == [saved["fileId"]]   # only the last one is kept
+    others = [f["metadata"]["step"] for f in _files(farm, job_id) if f["_id"] != saved["fileId"]]
+    assert all(step > saved["step"] for step in others)   # older ones removed; at most an upload the kill cut
 
     farm.start_worker("w2")
     order = farm.wait_final(job_id, timeout=120)
