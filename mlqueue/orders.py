@@ -117,7 +117,9 @@ def note(job_id: str, by: str, why: str, settings: Settings | None = None) -> No
 def submit(jobs: list[dict[str, Any]], by: str = "cli", settings: Settings | None = None) -> list[str]:
     """Store validated Jobs with their Orders, then queue them. Returns the new Job ids."""
     from mlqueue import datasets
+    from mlqueue.access import require_write
 
+    require_write("submit Jobs")
     settings = settings or get_settings()
     datasets.require(jobs, settings)
     d = store.db(settings)
@@ -344,6 +346,9 @@ def append_log(order: dict[str, Any], lines: list[dict[str, Any]], settings: Set
 
 def request_stop(job_id: str, why: str, by: str, settings: Settings | None = None) -> bool:
     """Ask a running Job to end early at its next report (pruning); it ends in state ``pruned``."""
+    from mlqueue.access import require_write
+
+    require_write("stop Jobs")
     result = store.db(settings).orders.update_one(
         {"jobId": job_id, "state": {"$in": list(ACTIVE)}, "stopRequested": {"$in": [None, False]}},
         {"$set": {"stopRequested": why},
@@ -426,6 +431,9 @@ def get(job_id: str, settings: Settings | None = None) -> dict[str, Any]:
 
 def cancel(job_id: str, by: str = "cli", settings: Settings | None = None) -> dict[str, Any]:
     """Cancel a Job that has not finished; a running one is stopped by its worker's heartbeat."""
+    from mlqueue.access import require_write
+
+    require_write("cancel Jobs")
     for _ in range(5):
         order = get(job_id, settings)
         if order["state"] in FINAL:
@@ -442,6 +450,9 @@ def requeue(job_id: str, by: str = "cli", settings: Settings | None = None) -> s
     An unfinished Order (e.g. stuck after a broker wipe) gets a fresh delivery instead.
     Returns the id of the Job that will run.
     """
+    from mlqueue.access import require_write
+
+    require_write("requeue Jobs")
     order = get(job_id, settings)
     d = store.db(settings)
     if order["state"] in FINAL:

@@ -122,6 +122,7 @@ class Settings(BaseSettings):
     http_port: int = 0
     redis_password: str | None = None
     token: str | None = None
+    read_token: str | None = None  # views results and the dashboard, changes nothing (see mlqueue.access)
 
     @classmethod
     def settings_customise_sources(
