@@ -15,25 +15,22 @@ import json
 import logging
 import math
 import os
-import platform
 import shutil
 import signal
 import socket
-import subprocess
 import sys
 import threading
 import time
 import traceback
 from datetime import datetime
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-import psutil
 from bson import ObjectId
 from celery import signals
 
-from mlqueue import artifacts, checkpoints, datasets, metric_lines, names, orders, owner, scripts, store
+from mlqueue import artifacts, checkpoints, datasets, metric_lines, names, orders, owner, routing, scripts, store
+from mlqueue import capabilities as machine
 from mlqueue.celery_app import app
 from mlqueue.settings import Settings, get_settings
 
@@ -392,26 +389,9 @@ def json_safe(value: Any) -> Any:
 
 
 def capabilities() -> dict[str, Any]:
-    """What this machine offers, so users can see which worker trains what."""
-    versions = {}
-    for package in ("mlqueue", "celery", "pymongo", "scikit-learn", "pandas", "numpy", "tensorflow"):
-        try:
-            versions[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            continue
-    return {"cpus": os.cpu_count(), "ramGb": round(psutil.virtual_memory().total / 2**30, 1),
-            "gpus": _gpus(), "os": f"{platform.system()} {platform.release()}", "arch": platform.machine(),
-            "python": platform.python_version(), "versions": versions}
-
-
-def _gpus() -> list[str]:
-    if not shutil.which("nvidia-smi"):
-        return []
-    try:
-        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=10).stdout
-    except (OSError, subprocess.SubprocessError):
-        return []
-    return [line.strip() for line in out.splitlines() if line.strip()]
+    """What this machine offers (``mlqueue/capabilities.py``), as its routing last published it."""
+    subscriptions = routing.subscriptions()
+    return subscriptions.caps if subscriptions and subscriptions.caps else machine.detect()
 
 
 def register(name: str, settings: Settings | None = None) -> None:
@@ -444,6 +424,8 @@ class WorkerLife:
             try:
                 store.db(self.settings).workers.update_one(
                     {"name": self.name}, {"$set": {"lastHeartbeat": orders.now(), "online": True}})
+                if routing.subscriptions():
+                    routing.subscriptions().refresh()  # new requirement classes, changed capabilities
             except store.TRANSIENT as exc:
                 log.warning("worker heartbeat failed: %s", exc)
 
