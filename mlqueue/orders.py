@@ -317,7 +317,7 @@ def give_back(order: dict[str, Any], why: str, by: str, settings: Settings | Non
         return False
     store.db(settings).orders.update_one({"jobId": order["jobId"], "delivery": delivery},
                                          {"$addToSet": {"exemptAttempts": order["attempts"]}})
-    enqueue(order["jobId"], delivery, settings)
+    enqueue(order["jobId"], delivery, settings, routing.queue_of(order, settings))
     return True
 
 
