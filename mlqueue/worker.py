@@ -252,9 +252,14 @@ class Attempt:
 
     def _flush_often(self) -> None:
         """Live output: a script's lines reach the store within ``log_flush_interval`` (a write only when
-        there is something new, so a quiet script costs nothing)."""
-        while not self.done.wait(self.settings.log_flush_interval):
+        there is something new, so a quiet script costs nothing). A write into an Order whose log has
+        grown long costs more (tens of ms at thousands of lines), so the wait stretches to keep the
+        store's time on one chatty script under about a fifth."""
+        wait = self.settings.log_flush_interval
+        while not self.done.wait(wait):
+            started = time.monotonic()
             self.flush_log()
+            wait = max(self.settings.log_flush_interval, 4 * (time.monotonic() - started))
 
     def report(self, checkpoint: str | Path | None = None, **metrics: Any) -> None:
         """Given to the script: store intermediate metrics on the Order as they come; with ``checkpoint``
