@@ -29,11 +29,13 @@ stop: ## stop what `make run` started
 test: $(STAMP) /usr/bin/chromium ## the whole test suite against real servers and workers
 	$(PY) -m pytest -q
 
+screenshots: $(STAMP) /usr/bin/chromium ## retake docs/screenshots: every dashboard page at 1280x800 (tests/test_dashboard_tour.py)
+	MLQUEUE_SCREENSHOTS=docs/screenshots $(PY) -m pytest -q tests/test_dashboard_tour.py
+
 bench: $(STAMP) /usr/bin/chromium ## benchmarks (long); figures are printed and saved in bench/results/
 	$(PY) bench/throughput.py
 	$(PY) bench/nn_throughput.py
 	$(PY) bench/dataset_cache.py
-	$(PY) bench/live_log.py
 	$(PY) bench/api_latency.py
 	$(PY) bench/dashboard_first_page.py
 	$(PY) bench/sweep_efficiency.py

@@ -93,9 +93,7 @@ def workers(settings: Settings | None = None) -> list[dict[str, Any]]:
         w["busyShare"] = round(min(1.0, w["busySeconds"] / alive_for), 3) if alive_for > 0 else 0.0
         w["state"] = worker_control.state_of(w)
         out.append(w)
-    from mlqueue import house
-
-    return house.annotate(out, settings)  # queues, refusals, measured speed
+    return out
 
 
 # --------------------------------------------------------------------------- pages (API, dashboard)

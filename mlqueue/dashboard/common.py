@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -44,6 +45,13 @@ def fmt(value: Any) -> str:
     if isinstance(value, dict | list):
         return json.dumps(value, default=str)
     return str(value)
+
+
+def rounded(value: Any, digits: int = 4) -> Any:
+    """A fraction to ``digits`` significant digits for a table cell (sorting and CSV keep the full value)."""
+    if isinstance(value, float) and math.isfinite(value) and not value.is_integer():
+        return float(f"{value:.{digits}g}")
+    return value
 
 
 def kv_table(values: dict[str, Any], table_id: str | None = None) -> html.Table:

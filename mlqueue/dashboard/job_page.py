@@ -115,6 +115,11 @@ def log_text(order: dict[str, Any]) -> str | None:
     return "\n".join(map(log_line, value)) if isinstance(value, list) else str(value)
 
 
+def no_output(order: dict[str, Any]) -> str:
+    """What the log box says when the script printed nothing: a finished Job will not print any more."""
+    return "(the script printed nothing)" if order.get("state") in orders.FINAL else "(no output yet)"
+
+
 def layout(ctx: Ctx, job_id: str | None, _query: dict[str, str]) -> html.Div:
     if not job_id:
         return message("Which Job? Open one from the Jobs table.", "error")
@@ -139,7 +144,7 @@ def layout(ctx: Ctx, job_id: str | None, _query: dict[str, str]) -> html.Div:
         section("Outcome", html.Div(outcome_view(ctx, job_id, outcome), id="job-outcome")),
         section("Artifacts", html.Div(artifacts_view(ctx, outcome), id="job-artifacts")),
         section("History", html.Div(history_table(order), id="job-history")),
-        section("Log (stdout, stderr marked !)", html.Pre(log or "(no output yet)", id="job-log"),
+        section("Log (stdout, stderr marked !)", html.Pre(log or no_output(order), id="job-log"),
                 style={} if log is not None else {"display": "none"}),
     ])
 
@@ -158,4 +163,4 @@ def register(ctx: Ctx) -> None:
         badge = state_badge(order.get("state"))
         return (curves(order), order.get("state"), badge.style, kv_table(order_summary(order, outcome)),
                 outcome_view(ctx, job_id, outcome), artifacts_view(ctx, outcome), history_table(order),
-                log_text(order) or "(no output yet)", order.get("state") in orders.FINAL)
+                log_text(order) or no_output(order), order.get("state") in orders.FINAL)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import dash_ag_grid as dag
@@ -9,13 +10,15 @@ from dash import Input, Output, State, dcc, html
 from dash.exceptions import PreventUpdate
 
 from mlqueue import orders
-from mlqueue.dashboard.common import Ctx
+from mlqueue.dashboard.common import Ctx, rounded
 
 PAGE_SIZE = 50
 QUICK_FILTERS = {"state": "State", "scriptName": "Script", "projectName": "Project", "sweepId": "Sweep"}
-SHOWN_FIRST = ["jobId", "state", "scriptName", "projectName", "sweepId", "worker", "createdDate",
-               "durationSeconds", "epoch", "outcome.loss", "outcome.metric"]
+# What a user compares comes first: the result, then the hyperparameters that differ, then the rest.
+SHOWN_FIRST = ["jobId", "state", "outcome.loss", "outcome.metric"]
+SHOWN_LAST = ["scriptName", "durationSeconds", "createdDate"]
 HYPERPARAMETERS_SHOWN = 6
+VARYING_SAMPLE = 2000  # newest rows looked at to find the hyperparameters that vary
 FILTERS = {"number": "agNumberColumnFilter", "date": "agTextColumnFilter", "bool": "agTextColumnFilter",
            "text": "agTextColumnFilter"}
 # Columns shown as links: the row carries a markdown link next to the raw value the server sorts and filters.
@@ -27,21 +30,42 @@ REFRESH = """function(n_clicks, n_intervals) {
 }"""
 
 
-def default_columns(columns: list[tuple[str, str]]) -> list[str]:
-    hyper = [c for c, _ in columns if c.startswith("job.")][:HYPERPARAMETERS_SHOWN]
+def default_columns(columns: list[tuple[str, str]], varying: list[str] | None = None) -> list[str]:
+    """The result columns first, then the hyperparameters that vary (else the most used ones), then the rest."""
+    job_columns = [c for c, _ in columns if c.startswith("job.")]
+    hyper = [c for c in (varying if varying is not None else job_columns) if c in job_columns][:HYPERPARAMETERS_SHOWN]
     present = {c for c, _ in columns}
-    return [c for c in SHOWN_FIRST if c in present] + hyper
+    return [c for c in SHOWN_FIRST if c in present] + hyper + [c for c in SHOWN_LAST if c in present]
+
+
+def _comparable(value: Any) -> Any:
+    return json.dumps(value, sort_keys=True, default=str) if isinstance(value, dict | list) else value
+
+
+def varying_hyperparameters(ctx: Ctx, columns: list[tuple[str, str]], query: dict[str, str]) -> list[str] | None:
+    """``job.*`` columns whose values differ among the newest Jobs (those the page's filters show)."""
+    if not ctx.table.ready:
+        return None
+    frame = ctx.table.frame()
+    for column in QUICK_FILTERS:
+        if query.get(column) and column in frame:
+            frame = frame[frame[column].astype("string") == query[column]]
+    recent = frame.sort_values("createdDate", ascending=False).head(VARYING_SAMPLE) if len(frame) else frame
+    return [c for c, _ in columns if c.startswith("job.") and c in recent
+            and recent[c].dropna().map(_comparable).nunique() > 1]
 
 
 def column_defs(columns: list[tuple[str, str]], shown: list[str]) -> list[dict[str, Any]]:
     """AG Grid column definitions: filter by kind, raw ids as ``colId`` so sort and filter models name them."""
     defs = []
-    for column, kind in columns:
+    rank = {column: i for i, column in enumerate(shown)}
+    for column, kind in sorted(columns, key=lambda ck: rank.get(ck[0], len(rank))):  # in the order shown
         header = column.removeprefix("job.").removeprefix("outcome.") if "." in column else column
         spec: dict[str, Any] = {"colId": column, "field": LINKED.get(column, column), "headerName": header,
                                 "headerTooltip": column, "filter": FILTERS[kind], "hide": column not in shown}
         if column in LINKED:
-            spec.update(cellRenderer="markdown", width=215, pinned="left" if column == "jobId" else None)
+            spec.update(cellRenderer="markdown", width=120, pinned="left" if column == "jobId" else None,
+                        tooltipField=column)
         if kind == "number":
             spec["type"] = "rightAligned"
         defs.append(spec)
@@ -59,7 +83,7 @@ def summary(ctx: Ctx) -> str:
 
 def layout(ctx: Ctx, _arg: str | None, query: dict[str, str]) -> html.Div:
     columns = ctx.table.columns()
-    shown = default_columns(columns)
+    shown = default_columns(columns, varying_hyperparameters(ctx, columns, query))
     filters = [html.Div([html.Label(label), dcc.Dropdown(id=f"jobs-f-{column}", options=ctx.table.values(column),
                                                         value=query.get(column), placeholder="any")],
                         className="filter") for column, label in QUICK_FILTERS.items()]
@@ -99,10 +123,12 @@ def _quick_filter_model(model: dict[str, Any], values: dict[str, Any]) -> dict[s
 
 
 def _with_links(ctx: Ctx, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows as the grid shows them: ids as links, fractions rounded (sorting and filtering use the full value)."""
     for row in rows:
-        row["jobLink"] = f"[{row['jobId']}]({ctx.href('/job/' + row['jobId'])})"
+        row.update({k: rounded(v) for k, v in row.items() if isinstance(v, float)})
+        row["jobLink"] = f"[{row['jobId'][:10]}…]({ctx.href('/job/' + row['jobId'])})"
         if row.get("sweepId"):
-            row["sweepLink"] = f"[{row['sweepId']}]({ctx.href('/sweep/' + str(row['sweepId']))})"
+            row["sweepLink"] = f"[{str(row['sweepId'])[:10]}…]({ctx.href('/sweep/' + str(row['sweepId']))})"
     return rows
 
 

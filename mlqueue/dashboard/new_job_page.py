@@ -72,7 +72,7 @@ def _input(spec: FormField, value: Any) -> Any:
         return dcc.Checklist(id=ident, options=[{"label": " yes", "value": "yes"}], value=["yes"] if value else [],
                              inline=True)
     if spec.kind == "enum":
-        return dcc.Dropdown(id=ident, options=list(spec.choices), value=value, style={"width": "320px"})
+        return dcc.Dropdown(id=ident, options=list(spec.choices), value=value, style={"width": "100%"})
     if spec.kind == "string":
         return dcc.Input(id=ident, type="text", value=value or "")
     return dcc.Textarea(id=ident, value="" if value is None else json.dumps(value), rows=2)
@@ -168,7 +168,8 @@ def layout(ctx: Ctx, _arg: str | None, query: dict[str, str]) -> html.Div:
     options = [{"label": f"{s['name']} ({s.get('source', 'builtin')}, {s.get('kind', 'module')})", "value": s["name"]}
                for s in scripts.available(ctx.settings)]
     available = [o["value"] for o in options]
-    script = _script_of(prefill) or ("toy" if "toy" in available else (available[0] if available else None))
+    script = _script_of(prefill) or (query.get("script") if query.get("script") in available else None) or \
+        ("toy" if "toy" in available else (available[0] if available else None))
     return html.Div([
         html.H2("New job"),
         html.Div([

@@ -21,14 +21,16 @@ from dash import Input, Output, State, dcc, html
 from plotly.subplots import make_subplots
 
 from mlqueue import orders, outcomes, store
-from mlqueue.dashboard.common import STATE_COLORS, Ctx, empty_figure, figure, message, section
+from mlqueue.dashboard.common import STATE_COLORS, Ctx, empty_figure, figure, message, rounded, section
 
 log = logging.getLogger(__name__)
 _importance_cache: dict[tuple[Any, ...], tuple[dict[str, float], str]] = {}
 NOT_HYPERPARAMETERS = {"scriptName", "projectName", "sweepId", "trialNumber", "jobId", "timeLimit", "maxAttempts"}
 SPACE_KEYS = ("space", "searchSpace", "search_space", "params", "parameters", "hyperparameters")
 POLL_MS = 3000
-MAX_SCATTERS = 8
+PLOTTED_BY_DEFAULT = 12   # the most important parameters; the picker above the charts shows any others
+SCATTERS_PER_ROW = 4
+LABEL_MAX = 16
 ENDED = {"done", "finished", "completed", "stopped", "cancelled", "failed"}  # sweep states that add no trials
 
 
@@ -107,6 +109,47 @@ def _numeric(series: pd.Series) -> tuple[pd.Series, list[str] | None]:
     return series.map(lambda v: labels.index(str(v)) if v is not None and str(v) in labels else math.nan), labels
 
 
+def _initials(word: str) -> str:
+    """``hiddenLayers`` -> ``hL``: the first letter and every capital."""
+    return word[:1] + "".join(c for c in word[1:] if c.isupper())
+
+
+def abbreviate(name: str) -> str:
+    """A short axis label for a long nested parameter name: ``hiddenLayers[1].widthModifier`` ->
+    ``hL[1].widthModifier``; the full name is on hover and in the legend under the charts."""
+    *parents, last = name.split(".")
+    short_parents = []
+    for part in parents:
+        base, bracket, rest = part.partition("[")
+        short_parents.append(_initials(base) + bracket + rest)
+    if last.startswith("len(") and last.endswith(")"):
+        return f"len({abbreviate(last[4:-1])})"
+    if len(last) > LABEL_MAX:
+        last = last[:LABEL_MAX - 1] + "…"
+    return ".".join([*short_parents, last])
+
+
+def labels_for(params: list[str]) -> dict[str, str]:
+    """Short labels for every parameter, unique (a label two names would share stays the full name)."""
+    short = {name: abbreviate(name) for name in params}
+    taken = pd.Series(list(short.values())).value_counts()
+    return {name: (label if taken[label] == 1 else name) for name, label in short.items()}
+
+
+def legend(labels: dict[str, str]) -> str:
+    """The abbreviations used on the charts, spelled out."""
+    spelled = [f"{label} = {name}" for name, label in labels.items() if label != name]
+    return ("Abbreviated: " + "; ".join(spelled) + ".") if spelled else ""
+
+
+def plotted(params: list[str], scores: dict[str, float], picked: list[str] | None) -> list[str]:
+    """The user's pick, else the most important parameters first (all of them up to the default count)."""
+    if picked:
+        return [p for p in picked if p in params]
+    ranked = sorted(params, key=lambda p: -scores.get(p, 0.0))
+    return ranked[:PLOTTED_BY_DEFAULT]
+
+
 def best_so_far(trials: pd.DataFrame, direction: str, objective: str) -> go.Figure:
     done = trials.dropna(subset=["objective", "finishedDate"]).sort_values("finishedDate")
     if done.empty:
@@ -120,41 +163,50 @@ def best_so_far(trials: pd.DataFrame, direction: str, objective: str) -> go.Figu
     return fig
 
 
-def scatters(trials: pd.DataFrame, params: list[str], objective: str) -> go.Figure:
+def scatters(trials: pd.DataFrame, params: list[str], objective: str, labels: dict[str, str]) -> go.Figure:
     done = trials.dropna(subset=["objective"])
     if done.empty or not params:
         return empty_figure("Objective vs hyperparameters", "no finished trials or no varying hyperparameters")
-    shown = params[:MAX_SCATTERS]
-    fig = make_subplots(rows=1, cols=len(shown), shared_yaxes=True, subplot_titles=shown)
-    for col, name in enumerate(shown, start=1):
-        x, labels = _numeric(done[name])
+    rows = math.ceil(len(params) / SCATTERS_PER_ROW)
+    cols = min(len(params), SCATTERS_PER_ROW)
+    fig = make_subplots(rows=rows, cols=cols, shared_yaxes=True, subplot_titles=[labels[p] for p in params],
+                        horizontal_spacing=0.04, vertical_spacing=0.5 / rows)
+    for index, name in enumerate(params):
+        row, col = index // SCATTERS_PER_ROW + 1, index % SCATTERS_PER_ROW + 1
+        x, ticks = _numeric(done[name])
         fig.add_trace(go.Scatter(x=x, y=done["objective"], mode="markers", name=name, text=done["jobId"],
-                                 showlegend=False), row=1, col=col)
-        if labels:
-            fig.update_xaxes(tickvals=list(range(len(labels))), ticktext=labels, row=1, col=col)
-    fig.update_yaxes(title_text=objective, row=1, col=1)
-    fig.update_layout(title="Objective vs each hyperparameter", template="plotly_white", height=360,
-                      margin={"l": 50, "r": 20, "t": 70, "b": 40})
+                                 showlegend=False, hovertemplate=f"{name}: %{{x}}<br>{objective}: %{{y}}"
+                                                                 "<br>job %{text}<extra></extra>"),
+                      row=row, col=col)
+        if ticks:
+            fig.update_xaxes(tickvals=list(range(len(ticks))), ticktext=ticks, row=row, col=col)
+        if col == 1:
+            fig.update_yaxes(title_text=objective, row=row, col=col)
+    fig.update_annotations(font_size=12)
+    fig.update_layout(title="Objective vs each hyperparameter", template="plotly_white", height=80 + 230 * rows,
+                      margin={"l": 60, "r": 20, "t": 70, "b": 40})
     return fig
 
 
-def parallel(trials: pd.DataFrame, params: list[str], objective: str) -> go.Figure:
+def parallel(trials: pd.DataFrame, params: list[str], objective: str, labels: dict[str, str]) -> go.Figure:
     done = trials.dropna(subset=["objective"])
     if done.empty or not params:
         return empty_figure("Parallel coordinates", "no finished trials or no varying hyperparameters")
     dimensions = []
     for name in params:
-        values, labels = _numeric(done[name])
+        values, ticks = _numeric(done[name])
         low, high = values.min(), values.max()
         missing = (low - 0.1 * (high - low or 1)) if values.notna().any() else 0.0  # below the axis' values
-        dimension: dict[str, Any] = {"label": name, "values": values.fillna(missing).tolist()}
-        if labels:
-            dimension.update(tickvals=list(range(len(labels))), ticktext=labels)
+        dimension: dict[str, Any] = {"label": labels[name], "values": values.fillna(missing).tolist()}
+        if ticks:
+            dimension.update(tickvals=list(range(len(ticks))), ticktext=ticks)
         dimensions.append(dimension)
     dimensions.append({"label": objective, "values": done["objective"].tolist()})
-    fig = figure("", height=380)
+    fig = figure("", height=420)
+    fig.update_layout(margin={"l": 50, "r": 50, "t": 110, "b": 30})
     fig.add_trace(go.Parcoords(line={"color": done["objective"], "colorscale": "Viridis", "showscale": True},
-                               dimensions=dimensions))
+                               dimensions=dimensions, labelangle=-30, labelside="top",
+                               labelfont={"size": 11}, tickfont={"size": 10}))
     return fig
 
 
@@ -212,12 +264,14 @@ def _importance(sweep: dict[str, Any] | None, trials: pd.DataFrame, params: list
     return scores, f"fallback: |Spearman correlation| with the objective, normalised ({reason})"
 
 
-def importance_figure(scores: dict[str, float]) -> go.Figure:
+def importance_figure(scores: dict[str, float], labels: dict[str, str] | None = None) -> go.Figure:
     if not scores:
         return empty_figure("Parameter importance", "not enough finished trials")
     names = list(scores)[::-1]
     fig = figure("Parameter importance", xaxis_title="importance", height=max(260, 60 + 30 * len(names)))
-    fig.add_trace(go.Bar(x=[scores[n] for n in names], y=names, orientation="h", marker={"color": "#2d7ff9"}))
+    fig.add_trace(go.Bar(x=[scores[n] for n in names], y=[(labels or {}).get(n, n) for n in names],
+                         orientation="h", marker={"color": "#2d7ff9"}, customdata=names,
+                         hovertemplate="%{customdata}: %{x:.3f}<extra></extra>"))
     return fig
 
 
@@ -235,7 +289,7 @@ def trial_rows(ctx: Ctx, trials: pd.DataFrame, params: list[str]) -> list[dict[s
     for record in trials.to_dict("records"):
         row = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in record.items()
                if k in ("jobId", "trialNumber", "state", "objective", *params)}
-        row = {k: (str(v) if isinstance(v, dict | list) else v) for k, v in row.items()}
+        row = {k: (str(v) if isinstance(v, dict | list) else rounded(v)) for k, v in row.items()}
         row["job"] = f"[{record['jobId']}]({ctx.href('/job/' + record['jobId'])})"
         rows.append(row)
     return rows
@@ -256,10 +310,13 @@ def layout(ctx: Ctx, sweep_id: str | None, _query: dict[str, str]) -> html.Div:
         dcc.Store(id="sweep-id", data=sweep_id), dcc.Interval(id="sweep-poll", interval=POLL_MS),
         html.Div([section("Progress", dcc.Graph(id="sweep-best", **graph)),
                   section("Trial states", dcc.Graph(id="sweep-states", **graph))], className="row"),
+        section("Hyperparameters plotted",
+                dcc.Dropdown(id="sweep-params", multi=True, placeholder="the most important ones"),
+                html.P(id="sweep-params-note", className="summary")),
         section("Objective vs hyperparameters", dcc.Graph(id="sweep-scatter", **graph)),
-        html.Div([section("Parallel coordinates", dcc.Graph(id="sweep-parallel", **graph)),
-                  section("Parameter importance", html.P(id="sweep-importance-method", className="summary"),
-                          dcc.Graph(id="sweep-importance", **graph))], className="row"),
+        section("Parallel coordinates", dcc.Graph(id="sweep-parallel", **graph)),
+        section("Parameter importance", html.P(id="sweep-importance-method", className="summary"),
+                dcc.Graph(id="sweep-importance", **graph)),
         section("Trials", dag.AgGrid(id="sweep-trials", rowData=[], columnDefs=[], style={"height": "360px"},
                                      defaultColDef={"sortable": True, "filter": True, "resizable": True},
                                      dashGridOptions={"suppressFieldDotNotation": True})),
@@ -295,20 +352,29 @@ def register(ctx: Ctx) -> None:
         Output("sweep-parallel", "figure"), Output("sweep-importance", "figure"),
         Output("sweep-importance-method", "children"), Output("sweep-trials", "rowData"),
         Output("sweep-trials", "columnDefs"), Output("sweep-poll", "disabled"),
-        Input("sweep-poll", "n_intervals"), State("sweep-id", "data"),
+        Output("sweep-params", "options"), Output("sweep-params-note", "children"),
+        Input("sweep-poll", "n_intervals"), Input("sweep-params", "value"), State("sweep-id", "data"),
     )
-    def _charts(_n: int | None, sweep_id: str) -> tuple[Any, ...]:
+    def _charts(_n: int | None, picked: list[str] | None, sweep_id: str) -> tuple[Any, ...]:
         sweep = find_sweep(sweep_id, ctx.settings)
         objective, direction = objective_of(sweep)
         trials, chosen = trials_frame(sweep_id, objective, ctx.settings)
         if trials.empty:
             nothing = empty_figure("", "no trials yet")
-            return (nothing,) * 5 + ("", [], [], False)
+            return (nothing,) * 5 + ("", [], [], False, [], "")
         params = hyperparameters(sweep, trials, chosen)
         scores, method = importance(sweep_id, sweep, trials, params, ctx.settings)
-        columns = [{"field": "job", "cellRenderer": "markdown"}] + [
-            {"field": c} for c in ("trialNumber", "state", "objective", *params) if c in trials]
+        shown = plotted(params, scores, picked)
+        labels = labels_for(params)
+        note = f"{len(shown)} of {len(params)} hyperparameters plotted"
+        note += " (your pick)." if picked else " (the most important first; pick others above)."
+        note += " " + legend({p: labels[p] for p in shown})
+        columns = [{"field": "job", "cellRenderer": "markdown", "width": 130}] + [
+            {"field": c, "headerName": labels.get(c, c), "headerTooltip": c}
+            for c in ("trialNumber", "state", "objective", *params) if c in trials]
         finished = trials["state"].isin(orders.FINAL).all() and str((sweep or {}).get("state", "done")) in ENDED
-        return (best_so_far(trials, direction, objective), states_figure(trials), scatters(trials, params, objective),
-                parallel(trials, params, objective), importance_figure(scores), method,
-                trial_rows(ctx, trials, params), columns, bool(finished))
+        options = [{"label": p, "value": p} for p in sorted(params, key=lambda p: -scores.get(p, 0.0))]
+        return (best_so_far(trials, direction, objective), states_figure(trials),
+                scatters(trials, shown, objective, labels), parallel(trials, shown, objective, labels),
+                importance_figure(scores, labels), method, trial_rows(ctx, trials, params), columns, bool(finished),
+                options, note)
