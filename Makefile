@@ -26,7 +26,10 @@ stop: ## stop what `make run` started
 /usr/bin/chromium: ## Debian's chromium, which the dashboard tests drive (Playwright never downloads a browser)
 	apt-get update && apt-get install -y chromium
 
-test: $(STAMP) /usr/bin/chromium ## the whole test suite against real servers and workers
+/usr/sbin/sshd: ## Debian's OpenSSH server: the `machines add` test logs in to it on a loopback port
+	apt-get update && apt-get install -y openssh-server
+
+test: $(STAMP) /usr/bin/chromium /usr/sbin/sshd ## the whole test suite against real servers and workers
 	$(PY) -m pytest -q
 
 screenshots: $(STAMP) /usr/bin/chromium ## retake docs/screenshots: every dashboard page at 1280x800 (tests/test_dashboard_tour.py)

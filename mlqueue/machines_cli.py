@@ -69,6 +69,10 @@ def hq_address(settings: Any = None) -> str:
     return host if port == DEFAULT_HTTP_PORT else f"{host}:{port}"
 
 
+def hq_address_default() -> str:
+    return hq_address()
+
+
 def mlqueue_command() -> str:
     """``mlqueue`` if that is what PATH finds for this installation, else its full path."""
     return _command("mlqueue")
@@ -251,6 +255,64 @@ def machines_remove(name: str) -> None:
     else:
         click.echo("  warning: the store runs without authentication (HQ on loopback only), so store access "
                    "cannot be revoked; restart the HQ with --bind 0.0.0.0 to have per-machine store users")
+
+
+@machines_group.command("add")
+@click.argument("target", metavar="USER@HOST")
+@click.option("--port", type=int, default=None, help="SSH port (default 22).")
+@click.option("--identity", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Private key to log in with (default: your SSH agent and ~/.ssh keys).")
+@click.option("--known-hosts", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="known_hosts file to check the target's host key against (default ~/.ssh/known_hosts).")
+@click.option("--python", default="python3", show_default=True, help="Python 3.10+ on the target.")
+@click.option("--dir", "directory", default="~/.mlqueue-worker", show_default=True,
+              help="Where on the target: DIR/venv, DIR/home (its config), DIR/wheels.")
+@click.option("--name", default=None, help="The machine's name (default: the host name).")
+@click.option("--hq-address", default=None, metavar="HOST[:PORT]",
+              help="How the target reaches this HQ (default: this HQ's LAN address).")
+@click.option("--offline", is_flag=True, help="Install dependencies only from DIR/wheels (no package index).")
+@click.option("--reuse-site-packages", metavar="PATH", default=None,
+              help="Let the target's venv use packages already installed at PATH there.")
+@click.option("--no-service", is_flag=True, help="Install and join only; do not install or start the worker.")
+def machines_add(target: str, port: int | None, identity: Path | None, known_hosts: Path | None, python: str,
+                 directory: str, name: str | None, hq_address: str | None, offline: bool,
+                 reuse_site_packages: str | None, no_service: bool) -> None:
+    """Add a machine over SSH: install this mlqueue there, join it with a fresh code, start its worker."""
+    from mlqueue import invites, machines, ssh_add
+
+    remote = _remote()
+    if remote:
+        code = _call("POST", "/invites", remote)["code"]
+        address = hq_address or remote[0].split("://", 1)[-1]
+
+        def registered(machine: str) -> dict[str, Any] | None:
+            rows = _call("GET", "/machines", remote)
+            return next((r["capabilities"] for r in rows if r["name"] == machine and r["state"] == "online"), None)
+    else:
+        get_settings().require_urls()
+        code = invites.create(by="machines add")["code"]
+        address = hq_address or hq_address_default()
+
+        def registered(machine: str) -> dict[str, Any] | None:
+            return next((r["capabilities"] for r in machines.listing()
+                         if r["name"] == machine and r["state"] == "online"), None)
+    options = ssh_add.Options(python=python, directory=directory, name=name, hq_address=address,
+                              identity=identity, known_hosts=known_hosts, offline=offline,
+                              reuse_site_packages=reuse_site_packages, service=not no_service)
+    try:
+        report = ssh_add.add(ssh_add.Target.parse(target, port), options, code,
+                             lambda line: click.echo(f"  {line}"), registered)
+    except (ssh_add.AddError, machines.MachineError) as exc:
+        _fail(str(exc))
+    click.echo(f"added {report['machine']}: mlqueue in {report['venv']}, home {report['home']}")
+    caps = report.get("capabilities")
+    if caps:
+        gpus = ", ".join(caps.get("gpus") or []) or "none"
+        click.echo(f"  capabilities: {caps.get('cpus')} CPUs, {caps.get('ramGb')} GB RAM, GPUs: {gpus}, "
+                   f"{caps.get('os')}, Python {caps.get('python')}")
+    elif not no_service:
+        _fail(f"the worker of {report['machine']} did not register with the HQ; see {report['home']}/worker.log "
+              "on the target", code=1)
 
 
 # --------------------------------------------------------------------------- worker as a service
