@@ -39,6 +39,7 @@ bench: $(STAMP) /usr/bin/chromium ## benchmarks (long); figures are printed and 
 	$(PY) bench/throughput.py
 	$(PY) bench/nn_throughput.py
 	$(PY) bench/dataset_cache.py
+	$(PY) bench/live_log.py
 	$(PY) bench/api_latency.py
 	$(PY) bench/dashboard_first_page.py
 	$(PY) bench/sweep_efficiency.py

@@ -102,6 +102,8 @@ from ml_scripts._common import (  # noqa: E402 - needs the path fix above
 
 Params = _nn_params.Params   # checked at submit time by mlqueue, and below before any training
 LOSSES = {**_nn_params.REGRESSION_LOSSES, **_nn_params.CLASSIFICATION_LOSSES}
+# What a machine needs to run this script (mlqueue routes nn Jobs only to workers that can import it).
+REQUIRES = {"packages": ["tensorflow"]}
 LR_FACTOR = 0.5
 LR_MIN_DELTA = 1e-4
 MIN_LR_FRACTION = 1e-3

@@ -40,7 +40,7 @@ from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from mlqueue import __version__, code_api, jobs, logs_api, orders, outcomes, scripts, store, tables
+from mlqueue import __version__, code_api, house, jobs, logs_api, orders, outcomes, scripts, store, tables
 from mlqueue.machines_api import router as machines_router
 from mlqueue.settings import Settings
 
@@ -514,7 +514,7 @@ def _add_routes(app: FastAPI, settings: Settings) -> None:  # noqa: C901 - one p
         order.pop("_id", None)
         order["metrics"] = order.get("metrics", [])[-metrics:] if metrics else []
         order["job"] = _job_of(order["jobId"], settings)
-        return plain(order)
+        return plain(house.with_reason(order, settings))
 
     @app.post("/orders/{job_id}/cancel", tags=["orders"],
               responses={404: {"model": Problem}, 409: {"model": Problem}})
@@ -541,7 +541,9 @@ def _add_routes(app: FastAPI, settings: Settings) -> None:  # noqa: C901 - one p
     @app.get("/status", tags=["orders"])
     def status() -> dict[str, Any]:
         """Orders counted by state, and the workers (what `mlqueue status` shows)."""
-        return plain({"orders": outcomes.state_counts(settings), "workers": outcomes.workers(settings)})
+        workers = outcomes.workers(settings)
+        return plain({"orders": outcomes.state_counts(settings), "workers": workers,
+                      "waiting": house.waiting(settings, workers)})
 
     # ---------------------------------------------------------------- outcomes
 

@@ -11,6 +11,7 @@ from typing import Any
 from celery import Celery, signals
 from kombu import pools
 
+from mlqueue import routing
 from mlqueue.settings import Settings, get_settings
 
 
@@ -47,6 +48,7 @@ def make_app() -> Celery:
 
 app = make_app()
 __import__("mlqueue.owner", fromlist=["add_worker_options"]).add_worker_options(app)  # --when-owner-active...
+routing.add_worker_options(app)
 
 
 def app_for(settings: Settings) -> Celery:

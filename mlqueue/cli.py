@@ -115,6 +115,9 @@ def submit(paths: tuple[str, ...], wait: bool, timeout: float | None) -> None:
     ids = _client().submit(valid, where=[where for where, _ in found])
     for job_id, job in zip(ids, valid, strict=True):
         click.echo(f"submitted {job_id}  {job['scriptName']}")
+    from mlqueue.house_cli import warn_unrunnable
+
+    warn_unrunnable(_client().status())
     if wait:
         _wait_for(ids, timeout)
 
@@ -148,7 +151,7 @@ def status(fmt: str) -> None:
     report = _client().status()
     counts, workers = report["orders"], report["workers"]
     if fmt == "json":
-        click.echo(tables.to_json({"orders": counts, "workers": workers}))
+        click.echo(tables.to_json({"orders": counts, "workers": workers, "waiting": report.get("waiting", [])}))
         return
     worker_rows = [{"worker": w["name"], "host": w.get("host"), "online": w.get("online"),
                     "running": w.get("currentJob"), "heartbeat_age_s": w.get("heartbeatAgeSeconds"),
@@ -162,6 +165,9 @@ def status(fmt: str) -> None:
     click.echo("")
     click.echo(tables.table(worker_rows, ["worker", "host", "online", "running", "heartbeat_age_s",
                                           "jobs_done", "cpus"]))
+    from mlqueue.house_cli import print_house
+
+    print_house(report)
 
 
 @main.command()
@@ -230,7 +236,10 @@ def show(job_id: str, fmt: str, full: bool) -> None:
     if fmt == "json":
         click.echo(tables.to_json({"job": job, "order": order}))
         return
-    click.echo(summary.render(order, job, full=full))
+    lines = summary.render(order, job, full=full).split("\n")
+    if order.get("waiting"):  # why it is not running (machines that differ, mlqueue/house.py)
+        lines.insert(2, f"  {order['waiting']}")
+    click.echo("\n".join(lines))
 
 
 @main.command()

@@ -97,7 +97,7 @@ class LocalClient:
     def order(self, job_id: str) -> dict[str, Any]:
         from bson import ObjectId
 
-        from mlqueue import store
+        from mlqueue import house, store
 
         try:
             order = orders.get(job_id, self.settings)
@@ -105,7 +105,7 @@ class LocalClient:
             raise ClientError(str(exc), 404) from None
         order.pop("_id", None)
         order["job"] = store.db(self.settings).jobs.find_one({"_id": ObjectId(order["jobId"])}, {"_id": 0})
-        return order
+        return house.with_reason(order, self.settings)
 
     def cancel(self, job_id: str) -> dict[str, Any]:
         try:
@@ -128,9 +128,11 @@ class LocalClient:
                                 query=query)
 
     def status(self) -> dict[str, Any]:
-        from mlqueue import outcomes
+        from mlqueue import house, outcomes
 
-        return {"orders": outcomes.state_counts(self.settings), "workers": outcomes.workers(self.settings)}
+        workers = outcomes.workers(self.settings)
+        return {"orders": outcomes.state_counts(self.settings), "workers": workers,
+                "waiting": house.waiting(self.settings, workers)}
 
     def workers(self) -> list[dict[str, Any]]:
         from mlqueue import outcomes

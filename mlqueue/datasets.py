@@ -53,6 +53,9 @@ def check_names(project: str, name: str) -> None:
 def push(path: Path, project: str, name: str | None = None, source: str = "push",
          settings: Settings | None = None) -> dict[str, Any]:
     """Store a file as dataset ``project/name``; pushing identical content again stores nothing."""
+    from mlqueue.access import require_write
+
+    require_write("push datasets")
     path = Path(path)
     if not path.is_file():
         raise DatasetError(f"{path}: no such file")

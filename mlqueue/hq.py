@@ -94,6 +94,7 @@ class HQ:
         config = dict(previous)
         config.setdefault("redis_password", secrets.token_urlsafe(24))
         config.setdefault("token", secrets.token_urlsafe(32))
+        config.setdefault("read_token", secrets.token_urlsafe(32))
         config.setdefault("mongo_password", secrets.token_urlsafe(24))
         config["bind"] = self.bind
         for key, asked in (("redis_port", self.redis_port), ("mongo_port", self.mongo_port),

@@ -56,6 +56,9 @@ def digest(code: str) -> str:
 
 def create(by: str = "cli", settings: Settings | None = None, valid_for: timedelta = VALID_FOR) -> dict[str, Any]:
     """Mint a code; only its hash is stored. Returns ``{"code", "expires"}`` (the code is shown once)."""
+    from mlqueue.access import require_write
+
+    require_write("invite machines")
     settings = settings or get_settings()
     code = new_code()
     created = now()

@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from mlqueue import scripts, seeds
+from mlqueue import requirements, scripts, seeds
 from mlqueue.settings import Settings, get_settings
 
 
@@ -35,6 +35,8 @@ class JobSpec(BaseModel):
     scriptHash: str | None = Field(default=None, min_length=6, description="pin a pushed script version")
     scriptMode: Literal["module", "subprocess"] | None = None
     scriptArgs: Literal["job", "positional"] | None = None
+    requires: dict[str, Any] | None = Field(default=None, description="what a machine needs, see requirements.py")
+    worker: str | None = Field(default=None, min_length=1, description="run only on this worker (w1@host or w1)")
 
 
 def _field_path(loc: tuple[Any, ...]) -> str:
@@ -67,6 +69,10 @@ def validate(document: Any, where: str = "job", settings: Settings | None = None
         script = scripts.resolve(spec.scriptName, settings, pinned=spec.scriptHash)
     except scripts.ScriptNotFound as exc:
         raise JobError(f"{where}: field 'scriptName': {exc}") from None
+    try:
+        requirements.merge(requirements.declared(script.path), spec.requires)
+    except requirements.RequirementError as exc:
+        raise JobError(f"{where}: {exc}\n  Fix the requirement and submit again; nothing was stored.") from None
     _validate_script_params(script, document, where)
     return dict(document)
 

@@ -135,6 +135,9 @@ def _create_store_user(name: str, password: str, settings: Settings) -> None:
 
 def revoke(name: str, settings: Settings | None = None) -> dict[str, Any]:
     """Take machine ``name``'s credentials back and cut its open connections. Returns what was done."""
+    from mlqueue.access import require_write
+
+    require_write("revoke machines")
     settings = settings or get_settings()
     machine = get(name, settings)
     if machine is None:

@@ -28,7 +28,7 @@ import psutil
 from bson import ObjectId
 from pymongo import ReturnDocument
 
-from mlqueue import store
+from mlqueue import routing, store
 from mlqueue.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -117,12 +117,16 @@ def note(job_id: str, by: str, why: str, settings: Settings | None = None) -> No
 def submit(jobs: list[dict[str, Any]], by: str = "cli", settings: Settings | None = None) -> list[str]:
     """Store validated Jobs with their Orders, then queue them. Returns the new Job ids."""
     from mlqueue import datasets
+    from mlqueue.access import require_write
 
+    require_write("submit Jobs")
     settings = settings or get_settings()
     datasets.require(jobs, settings)
     d = store.db(settings)
     created = now()
     deliveries: dict[str, str] = {}
+    queues: dict[str, str] = {}
+    stored: list[dict[str, Any]] = []
     for job in jobs:
         doc = {k: v for k, v in job.items() if k != "_id"}
         doc["createdDate"] = created
@@ -145,22 +149,29 @@ def submit(jobs: list[dict[str, Any]], by: str = "cli", settings: Settings | Non
             "history": [_event(UNASSIGNED, by, "submitted")],
             "metrics": [],
             "log": [],
+            **routing.place(job, settings),  # requires, requirementClass, pinnedWorker: which queue
         }
         store.durable(lambda order=order: d.orders.insert_one(order), "store order", settings)
         deliveries[job_id] = order["delivery"]
+        queues[job_id] = routing.queue_of(order, settings)
+        stored.append(order)
+    routing.announce(stored, settings)  # workers that satisfy a new requirement class start consuming it
     for job_id, delivery in deliveries.items():  # only once every Job is stored: all or nothing is queued
-        enqueue(job_id, delivery, settings)
+        enqueue(job_id, delivery, settings, queues[job_id])
     return list(deliveries)
 
 
-def enqueue(job_id: str, delivery: str, settings: Settings | None = None) -> bool:
-    """Send the Celery message for an Order. If the broker is down the reaper sends it later."""
+def enqueue(job_id: str, delivery: str, settings: Settings | None = None, queue: str | None = None) -> bool:
+    """Send the Celery message for an Order to ``queue`` (``routing.queue_of``; default the base queue).
+
+    If the broker is down the reaper sends it later.
+    """
     from mlqueue.celery_app import app_for
 
     settings = settings or get_settings()
     try:
         app_for(settings).send_task(
-            "mlqueue.run_order", args=[job_id, delivery], task_id=delivery, queue=settings.queue,
+            "mlqueue.run_order", args=[job_id, delivery], task_id=delivery, queue=queue or settings.queue,
             retry=True, retry_policy={"max_retries": 3, "interval_start": 0.2, "interval_step": 0.5},
         )
     except Exception as exc:  # noqa: BLE001 - the Order is safe in the store; the reaper re-sends
@@ -306,7 +317,7 @@ def give_back(order: dict[str, Any], why: str, by: str, settings: Settings | Non
         return False
     store.db(settings).orders.update_one({"jobId": order["jobId"], "delivery": delivery},
                                          {"$addToSet": {"exemptAttempts": order["attempts"]}})
-    enqueue(order["jobId"], delivery, settings)
+    enqueue(order["jobId"], delivery, settings, routing.queue_of(order, settings))
     return True
 
 
@@ -344,6 +355,9 @@ def append_log(order: dict[str, Any], lines: list[dict[str, Any]], settings: Set
 
 def request_stop(job_id: str, why: str, by: str, settings: Settings | None = None) -> bool:
     """Ask a running Job to end early at its next report (pruning); it ends in state ``pruned``."""
+    from mlqueue.access import require_write
+
+    require_write("stop Jobs")
     result = store.db(settings).orders.update_one(
         {"jobId": job_id, "state": {"$in": list(ACTIVE)}, "stopRequested": {"$in": [None, False]}},
         {"$set": {"stopRequested": why},
@@ -426,6 +440,9 @@ def get(job_id: str, settings: Settings | None = None) -> dict[str, Any]:
 
 def cancel(job_id: str, by: str = "cli", settings: Settings | None = None) -> dict[str, Any]:
     """Cancel a Job that has not finished; a running one is stopped by its worker's heartbeat."""
+    from mlqueue.access import require_write
+
+    require_write("cancel Jobs")
     for _ in range(5):
         order = get(job_id, settings)
         if order["state"] in FINAL:
@@ -442,6 +459,9 @@ def requeue(job_id: str, by: str = "cli", settings: Settings | None = None) -> s
     An unfinished Order (e.g. stuck after a broker wipe) gets a fresh delivery instead.
     Returns the id of the Job that will run.
     """
+    from mlqueue.access import require_write
+
+    require_write("requeue Jobs")
     order = get(job_id, settings)
     d = store.db(settings)
     if order["state"] in FINAL:
@@ -456,7 +476,7 @@ def requeue(job_id: str, by: str = "cli", settings: Settings | None = None) -> s
                   set_={"delivery": delivery, "enqueuedAt": None, "worker": None})
     if not moved:
         raise OrderError(f"job {job_id} changed state meanwhile; look at `mlqueue status` and retry")
-    enqueue(order["jobId"], delivery, settings)
+    enqueue(order["jobId"], delivery, settings, routing.queue_of(order, settings))
     return order["jobId"]
 
 
@@ -507,7 +527,8 @@ class Reaper:
                 counts["timeout"] += 1
         unsent_before = now() - timedelta(seconds=max(5.0, self.settings.reap_every))
         for order in d.orders.find({"state": UNASSIGNED, "enqueuedAt": None, "updatedDate": {"$lt": unsent_before}}):
-            counts["resent"] += enqueue(order["jobId"], order["delivery"], self.settings)
+            counts["resent"] += enqueue(order["jobId"], order["delivery"], self.settings,
+                                        routing.queue_of(order, self.settings))
         counts["repaired"] = self._repair_outcomes()
         if any(counts.values()):
             log.info("reaper %s: %s", self.name, counts)
@@ -551,5 +572,5 @@ class Reaper:
             set_={"delivery": delivery, "enqueuedAt": None, "worker": None, "pid": None},
         )
         if moved:
-            enqueue(order["jobId"], delivery, self.settings)
+            enqueue(order["jobId"], delivery, self.settings, routing.queue_of(order, self.settings))
         return "lost"

@@ -93,7 +93,9 @@ def workers(settings: Settings | None = None) -> list[dict[str, Any]]:
         w["busyShare"] = round(min(1.0, w["busySeconds"] / alive_for), 3) if alive_for > 0 else 0.0
         w["state"] = worker_control.state_of(w)
         out.append(w)
-    return out
+    from mlqueue import house
+
+    return house.annotate(out, settings)  # queues, refusals, measured speed
 
 
 # --------------------------------------------------------------------------- pages (API, dashboard)

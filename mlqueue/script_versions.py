@@ -88,6 +88,9 @@ def save(name: str, text: str, base: str | None = None, settings: Settings | Non
 
     Returns the version (``created`` False when the text equals the current version: nothing stored).
     """
+    from mlqueue.access import require_write
+
+    require_write("save script versions")
     settings = settings or get_settings()
     _check_name(name)
     if len(text.encode()) > MAX_SOURCE_BYTES:

@@ -185,7 +185,9 @@ def _find_bundle(stem: str, pinned: str | None, settings: Settings) -> dict[str,
 def push(path: Path, name: str | None = None, settings: Settings | None = None) -> dict[str, Any]:
     """Store a script file or folder as a bundle (a zip); identical content is stored once."""
     from mlqueue import store
+    from mlqueue.access import require_write
 
+    require_write("push scripts")
     settings = settings or get_settings()
     path = Path(path)
     entry, payload = _zip_script(path)

@@ -114,6 +114,13 @@ class Settings(BaseSettings):
     idle_probe: str | None = None
     owner_cpu_threshold: float | None = None
     owner_poll: float = 1.0
+    # Machines that differ (mlqueue/capabilities.py, routing.py): what this worker is and may use.
+    worker_name: str | None = None
+    gpus: str | None = None
+    max_memory: float | None = None
+    capabilities: str | None = None
+    hide_packages: str | None = None
+    max_environment_failures: int = 5
     scripts_dir: Path = PROJECT_ROOT / "ml_scripts"
 
     bind: str = "127.0.0.1"
@@ -122,6 +129,7 @@ class Settings(BaseSettings):
     http_port: int = 0
     redis_password: str | None = None
     token: str | None = None
+    read_token: str | None = None  # views results and the dashboard, changes nothing (see mlqueue.access)
 
     @classmethod
     def settings_customise_sources(

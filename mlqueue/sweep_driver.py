@@ -102,7 +102,9 @@ def create(sweep: sweeps.Sweep, text: str, where: str, by: str = "cli", settings
     import optuna
 
     from mlqueue import datasets
+    from mlqueue.access import require_write
 
+    require_write("start sweeps")
     settings = settings or get_settings()
     datasets.require([sweep.file.base], settings)
     _quiet_optuna()
@@ -147,6 +149,9 @@ def spec_of(doc: dict[str, Any]) -> sweeps.Sweep:
 
 def request_stop(sweep_id: str, by: str = "cli", settings: Settings | None = None) -> dict[str, Any]:
     """Stop a sweep: no new trials; its unfinished trials are cancelled now; the driver closes it."""
+    from mlqueue.access import require_write
+
+    require_write("stop sweeps")
     doc = get(sweep_id, settings)
     if doc["state"] in FINAL:
         return doc

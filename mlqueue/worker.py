@@ -15,25 +15,22 @@ import json
 import logging
 import math
 import os
-import platform
 import shutil
 import signal
 import socket
-import subprocess
 import sys
 import threading
 import time
 import traceback
 from datetime import datetime
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-import psutil
 from bson import ObjectId
 from celery import signals
 
-from mlqueue import artifacts, checkpoints, datasets, metric_lines, names, orders, owner, scripts, store
+from mlqueue import artifacts, checkpoints, datasets, metric_lines, names, orders, owner, routing, scripts, store
+from mlqueue import capabilities as machine
 from mlqueue.celery_app import app
 from mlqueue.settings import Settings, get_settings
 
@@ -255,9 +252,14 @@ class Attempt:
 
     def _flush_often(self) -> None:
         """Live output: a script's lines reach the store within ``log_flush_interval`` (a write only when
-        there is something new, so a quiet script costs nothing)."""
-        while not self.done.wait(self.settings.log_flush_interval):
+        there is something new, so a quiet script costs nothing). A write into an Order whose log has
+        grown long costs more (tens of ms at thousands of lines), so the wait stretches to keep the
+        store's time on one chatty script under about a fifth."""
+        wait = self.settings.log_flush_interval
+        while not self.done.wait(wait):
+            started = time.monotonic()
             self.flush_log()
+            wait = max(self.settings.log_flush_interval, 4 * (time.monotonic() - started))
 
     def report(self, checkpoint: str | Path | None = None, **metrics: Any) -> None:
         """Given to the script: store intermediate metrics on the Order as they come; with ``checkpoint``
@@ -392,26 +394,9 @@ def json_safe(value: Any) -> Any:
 
 
 def capabilities() -> dict[str, Any]:
-    """What this machine offers, so users can see which worker trains what."""
-    versions = {}
-    for package in ("mlqueue", "celery", "pymongo", "scikit-learn", "pandas", "numpy", "tensorflow"):
-        try:
-            versions[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            continue
-    return {"cpus": os.cpu_count(), "ramGb": round(psutil.virtual_memory().total / 2**30, 1),
-            "gpus": _gpus(), "os": f"{platform.system()} {platform.release()}", "arch": platform.machine(),
-            "python": platform.python_version(), "versions": versions}
-
-
-def _gpus() -> list[str]:
-    if not shutil.which("nvidia-smi"):
-        return []
-    try:
-        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=10).stdout
-    except (OSError, subprocess.SubprocessError):
-        return []
-    return [line.strip() for line in out.splitlines() if line.strip()]
+    """What this machine offers (``mlqueue/capabilities.py``), as its routing last published it."""
+    subscriptions = routing.subscriptions()
+    return subscriptions.caps if subscriptions and subscriptions.caps else machine.detect()
 
 
 def register(name: str, settings: Settings | None = None) -> None:
@@ -444,6 +429,8 @@ class WorkerLife:
             try:
                 store.db(self.settings).workers.update_one(
                     {"name": self.name}, {"$set": {"lastHeartbeat": orders.now(), "online": True}})
+                if routing.subscriptions():
+                    routing.subscriptions().refresh()  # new requirement classes, changed capabilities
             except store.TRANSIENT as exc:
                 log.warning("worker heartbeat failed: %s", exc)
 
