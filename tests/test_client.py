@@ -91,7 +91,9 @@ def test_the_cli_drives_a_remote_hq_with_no_store_access(api: Served, farm: Farm
     status = json.loads(_laptop(farm, api, "status", "--format", "json").stdout)
     assert status["orders"]["succeeded"] == 2 and status["workers"][0]["name"].startswith("w1@")
     shown = _laptop(farm, api, "show", ids[0])
-    assert "succeeded" in shown.stdout and "history:" in shown.stdout and "submitted" in shown.stdout
+    assert "SUCCEEDED after 1 attempt" in shown.stdout and "submitted" in shown.stdout
+    full = _laptop(farm, api, "show", ids[0], "--full")
+    assert "History:" in full.stdout and "succeeded" in full.stdout
 
     [queued] = farm.submit({"scriptName": "toy", "sleepSeconds": 30})
     farm.submit({"scriptName": "toy"})
