@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 import test_dashboard
+from bson import ObjectId
 from conftest import Farm, wait_for
 from test_dashboard import HQ, choose
 
@@ -49,7 +50,8 @@ def type_into_editor(tab: Any, text: str) -> None:
 def test_write_save_run_on_a_machine_watch_it_live_then_edit_keeps_the_first_version(
         farm: Farm, hq: HQ, page: Any, tmp_path: Path) -> None:
     farm.start_worker("w1")
-    worker = farm.db.workers.find_one({"name": {"$regex": "^w1@"}})["name"]
+    farm.start_worker("w2")
+    w1, w2 = (farm.db.workers.find_one({"name": {"$regex": f"^{n}@"}})["name"] for n in ("w1", "w2"))
     gate = tmp_path / "gate"
 
     page.goto(hq.ui("code"))
@@ -63,26 +65,31 @@ def test_write_save_run_on_a_machine_watch_it_live_then_edit_keeps_the_first_ver
     page.wait_for_selector("#code-diff .add:has-text('hello {i} from the editor')")  # the saved version shown
     assert script_versions.source("live_demo", settings=farm.settings)["text"] == SCRIPT
 
-    page.fill("#code-job", f'{{"gate": "{gate}"}}')
-    choose(page, "code-worker", worker)
-    page.click("#code-run")
-    page.wait_for_selector("#code-run-queued")
-    job_id = page.get_attribute("#code-run-queued", "data-job")
-    job = farm.db.jobs.find_one({"scriptName": "live_demo"})
-    assert job["worker"] == worker and job["scriptHash"] == first and str(job["_id"]) == job_id
+    job_ids = []
+    for worker in (w2, w1):  # one Job pinned to each machine, w2 first
+        page.fill("#code-job", f'{{"gate": "{gate}"}}')
+        choose(page, "code-worker", worker)
+        page.click("#code-run")
+        page.wait_for_selector(f"#code-run-queued:has-text('queued for {worker}')")
+        job_ids.append(page.get_attribute("#code-run-queued", "data-job"))
+    for job_id, worker in zip(job_ids, (w2, w1), strict=True):
+        job = farm.db.jobs.find_one({"_id": ObjectId(job_id)})
+        assert job["worker"] == worker and job["scriptHash"] == first and job["scriptName"] == "live_demo"
+    job_id = job_ids[0]
 
     page.click("#code-run-machines")
+    for running, worker in zip(job_ids, (w2, w1), strict=True):  # both machines' output, side by side
+        page.wait_for_selector(f".live-log[data-job='{running}'] .log-line:has-text('hello 3 from the editor')")
+        order = farm.order(running)
+        assert order["state"] == "running" and order["worker"] == worker, order.get("outcome")  # not ended yet
     pane = f".live-log[data-job='{job_id}']"
-    page.wait_for_selector(f"{pane} .log-line:has-text('hello 3 from the editor')")
-    order = farm.order(job_id)
-    assert order["state"] == "running" and order["worker"] == worker, order.get("outcome")  # live: not ended
     wide = page.evaluate("() => [document.documentElement.scrollWidth, window.innerWidth, Array.from("
                          "document.querySelectorAll('*')).filter(e => e.getBoundingClientRect().right > "
                          "window.innerWidth).map(e => e.tagName + '#' + e.id + '.' + e.className).slice(0, 12)]")
     assert wide[0] <= wide[1], wide  # no sideways scroll
-    wait_for(lambda: page.evaluate("() => { const p = document.querySelector('.machine .js-plotly-plot');"
-                                   " return p && p._fullData ? p._fullData.map(t => (t.x || []).length) : []; }")
-             == [1], what="the printed metric line on the machine's live chart")
+    wait_for(lambda: page.evaluate("() => Array.from(document.querySelectorAll('.machine .js-plotly-plot'))"
+                                   ".map(p => p._fullData ? p._fullData.map(t => (t.x || []).length) : [])")
+             == [[1], [1]], what="the printed metric line on each machine's live chart")
     hq.screenshot(page, "machines")
     page.click("#machines-invite")
     assert "mlqueue join 127.0.0.1:" in page.inner_text("#machines-invite-command")
@@ -90,6 +97,15 @@ def test_write_save_run_on_a_machine_watch_it_live_then_edit_keeps_the_first_ver
     page.wait_for_selector(f"{pane} .log-line.end:has-text('ended: succeeded')")
     done = farm.wait_final(job_id)
     assert [m["loss"] for m in done["metrics"]] == [0.5]  # the printed metric line became a point
+    farm.wait_final(job_ids[1])
+
+    card = page.locator(".machine", has_text=w1)
+    card.locator("button", has_text="Pause").click()
+    wait_for(lambda: (farm.db.workers.find_one({"name": w1}).get("control") or {}).get("action") == "pause",
+             what="w1 asked to pause")
+    card.locator(".machine-state:has-text('paused')").wait_for()
+    card.locator("button", has_text="Resume").click()
+    wait_for(lambda: not farm.db.workers.find_one({"name": w1}).get("control"), what="w1 resumed")
 
     page.goto(hq.ui("code?script=live_demo"))
     wait_for(lambda: editor_text(page) == SCRIPT, timeout=30, what="the saved version in the editor")

@@ -19,14 +19,11 @@ import flask
 import plotly.graph_objects as go
 from dash import ALL, Input, Output, State, dcc, html
 
-from mlqueue import orders, store
+from mlqueue import orders, speed, store, worker_control
 from mlqueue.dashboard.common import Ctx, empty_figure, figure, message, state_badge
 from mlqueue.dashboard.job_page import curves
 
-try:  # pause/resume/drain arrive with owner-aware workers; until then the buttons are not shown
-    from mlqueue import worker_control
-except ImportError:  # pragma: no cover - depends on the version of mlqueue
-    worker_control = None
+ML_SHOWN = ("tensorflow", "torch", "scikit-learn", "xgboost")
 
 POLL_MS = 3000
 CARDS_POLL_MS = 1500
@@ -88,6 +85,7 @@ def machines(ctx: Ctx) -> list[dict[str, Any]]:
     fresh = timedelta(seconds=3 * ctx.settings.heartbeat_every)
     held = {o["worker"]: o for o in d.orders.find({"state": {"$in": list(orders.HELD)}},
                                                    {"worker": 1, "jobId": 1, "scriptName": 1, "state": 1})}
+    figures = speed.figures(ctx.settings)
     out = []
     for worker in d.workers.find({}, {"_id": 0}).sort("name", 1):
         name, beat = worker["name"], worker.get("lastHeartbeat")
@@ -97,7 +95,9 @@ def machines(ctx: Ctx) -> list[dict[str, Any]]:
                                                   sort=[("updatedDate", -1)])
         out.append({"name": name, "state": state, "host": worker.get("host"),
                     "capabilities": worker.get("capabilities") or {}, "current": name in held,
-                    "job": {k: job.get(k) for k in ("jobId", "scriptName", "state")} if job else None})
+                    "job": {k: job.get(k) for k in ("jobId", "scriptName", "state")} if job else None,
+                    "speed": speed_text(figures.get(name) or {}, job),
+                    "queued": d.orders.count_documents({"state": orders.UNASSIGNED, "pinnedWorker": name})})
     return out
 
 
@@ -112,9 +112,9 @@ def machine_state(worker: dict[str, Any], alive: bool) -> str:
 
 
 def action_buttons(name: str, state: str) -> list[Any]:
-    """Pause / resume / drain (``worker_control``, the same as ``POST /workers/NAME/ACTION``), when this
-    HQ has it; the action a machine is already in is not offered again."""
-    if worker_control is None or state == "offline":
+    """Pause / resume / drain (``worker_control``, the same as ``POST /workers/NAME/ACTION``); the action a
+    machine is already in is not offered again."""
+    if state == "offline":
         return []
     offered = ["resume"] if state in ("paused", "draining") else ["pause", "drain"]
     return [html.Button(action.capitalize(), className="secondary",
@@ -122,17 +122,28 @@ def action_buttons(name: str, state: str) -> list[Any]:
 
 
 def capability_text(caps: dict[str, Any]) -> str:
-    """One line of what a machine offers: CPUs, RAM, GPUs, OS, Python and the ML packages it has."""
+    """One line of what a machine offers: CPUs, RAM, GPUs, OS, power, Python and the ML packages it has."""
     gpus = caps.get("gpus") or []
-    gpu_text = ", ".join(g if isinstance(g, str) else str(g.get("name") or g.get("model") or g) for g in gpus)
-    versions = caps.get("versions") or caps.get("packages") or {}
-    ml = [f"{p} {versions[p]}" for p in ("tensorflow", "torch", "scikit-learn") if isinstance(versions, dict)
-          and versions.get(p)]
+    gpu_text = ", ".join(g if isinstance(g, str) else str(g.get("model") or g.get("name") or g) for g in gpus)
+    packages = {**(caps.get("versions") or {}), **(caps.get("packages") or {})}
+    ml = [f"{p} {packages[p]}" for p in ML_SHOWN if packages.get(p)]
+    power = caps.get("battery")
     parts = [f"{caps['cpus']} CPUs" if caps.get("cpus") else None,
-             f"{caps['ramGb']} GB RAM" if caps.get("ramGb") else None,
+             f"{caps.get('memoryGB') or caps.get('ramGb')} GB RAM" if caps.get("ramGb") else None,
              f"GPU: {gpu_text}" if gpu_text else "no GPU", caps.get("os"),
+             (("on mains" if power.get("pluggedIn") else f"on battery {power.get('percent')}%")
+              if isinstance(power, dict) else None),
              f"Python {caps['python']}" if caps.get("python") else None, *ml]
-    return " · ".join(p for p in parts if p)
+    return " · ".join(str(p) for p in parts if p)
+
+
+def speed_text(figures: dict[str, Any], current: dict[str, Any] | None) -> str | None:
+    """How fast this machine ran each script (``speed.figures``), the current Job's script first."""
+    if not figures:
+        return None
+    first = (current or {}).get("scriptName")
+    names = sorted(figures, key=lambda n: (n != first, n))[:3]
+    return "measured: " + ", ".join(f"{n} {figures[n]['secondsPerJob']:g} s/job" for n in names)
 
 
 def machine_card(ctx: Ctx, machine: dict[str, Any]) -> html.Section:
@@ -149,6 +160,8 @@ def machine_card(ctx: Ctx, machine: dict[str, Any]) -> html.Section:
                                            style={"background": color})], className="head"),
         html.Div(capability_text(machine["capabilities"]), className="caps"),
         html.Div(job_line, className="job"),
+        html.Div(" · ".join(filter(None, [machine.get("speed"), f"{machine['queued']} Job(s) queued for this "
+                                          "machine" if machine.get("queued") else None])), className="caps"),
         html.Div([dcc.Link("Run here", href=ctx.href(f"/code?worker={name}"), className="button run-here"),
                   *action_buttons(name, machine["state"])], className="actions"),
         html.Div(className="live-log", id={"type": "machine-log", "worker": name},
@@ -210,7 +223,7 @@ def register(ctx: Ctx) -> None:
     def _act(clicks: list[int | None]) -> Any:
         """Pause, resume or drain the machine whose button was clicked."""
         target = dash.ctx.triggered_id
-        if worker_control is None or not isinstance(target, dict) or not any(clicks):
+        if not isinstance(target, dict) or not any(clicks):
             return dash.no_update
         try:
             done = worker_control.command(target["worker"], target["action"], "dashboard", ctx.settings)
