@@ -93,7 +93,11 @@ def save(name: str, text: str, base: str | None = None, settings: Settings | Non
     require_write("save script versions")
     settings = settings or get_settings()
     _check_name(name)
-    if len(text.encode()) > MAX_SOURCE_BYTES:
+    try:
+        size = len(text.encode())
+    except UnicodeEncodeError:
+        raise VersionError("the script's text is not valid Unicode (a lone surrogate); nothing was saved") from None
+    if size > MAX_SOURCE_BYTES:
         raise VersionError(f"the script is over {MAX_SOURCE_BYTES // 1000} kB; push large code with "
                            "`mlqueue scripts push FOLDER`")
     _check_syntax(name, text)
@@ -173,3 +177,5 @@ def _check_syntax(name: str, text: str) -> None:
     except SyntaxError as exc:
         raise VersionError(f"{name}.py line {exc.lineno}, column {exc.offset}: {exc.msg}; nothing was saved") \
             from None
+    except ValueError as exc:  # e.g. a NUL character
+        raise VersionError(f"{name}.py cannot be Python: {exc}; nothing was saved") from None

@@ -145,6 +145,7 @@ def test_script_versions_over_the_api_save_never_overwrite_and_diff(farm: Farm, 
 
     bad = http.post("/scripts/api_demo/versions", json={"text": "def run(:\n"})
     assert bad.status_code == 422 and "line 1" in bad.json()["error"]
+    assert http.post("/scripts/api_demo/versions", json={"text": "x = 1\x00"}).status_code == 422
     assert len(http.get("/scripts/api_demo/versions").json()) == 2  # nothing stored
     assert http.get("/scripts/nope/versions").status_code == 404
     template = http.get("/scripts/toy/template").json()
