@@ -67,3 +67,6 @@ def app_for(settings: Settings) -> Celery:
 def _refuse_without_hq(**_: Any) -> None:
     """A worker with no HQ configured should say how to configure one, not hang on localhost."""
     get_settings().require_urls()
+    from mlqueue.machines import check_identity  # a home copied from another computer is refused
+
+    check_identity(get_settings().home)

@@ -19,7 +19,9 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
+import uuid
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote_plus, urlsplit
 
@@ -27,7 +29,7 @@ import redis
 from pymongo.errors import OperationFailure
 
 from mlqueue import invites, store
-from mlqueue.settings import Settings, get_settings
+from mlqueue.settings import HOME_CONFIG_NAME, Settings, get_settings, read_json_file
 
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
 USER_PREFIX = "machine-"
@@ -59,6 +61,33 @@ def default_name() -> str:
 
     cleaned = re.sub(r"[^a-z0-9-]+", "-", socket.gethostname().split(".")[0].lower()).strip("-")
     return (cleaned or "machine")[:40]
+
+
+def fingerprint() -> str:
+    """What tells this computer from another: its machine-id where it has one, else its MAC address."""
+    for path in ("/etc/machine-id", "/var/lib/dbus/machine-id"):
+        try:
+            seed = Path(path).read_text().strip()
+        except OSError:
+            continue
+        if seed:
+            return hashlib.sha256(f"mlqueue-machine:{seed}".encode()).hexdigest()[:16]
+    return hashlib.sha256(f"mlqueue-machine:{uuid.getnode()}".encode()).hexdigest()[:16]
+
+
+def check_identity(home: Path) -> None:
+    """Refuse to start a worker with credentials that were joined from another computer.
+
+    A home directory copied to a second machine would make two machines one identity — and revoking one
+    would silently stop both. ``mlqueue join`` records the computer's fingerprint next to the credentials.
+    """
+    config = read_json_file(home / HOME_CONFIG_NAME)
+    recorded = config.get("machine_fingerprint")
+    if recorded and recorded != fingerprint():
+        raise SystemExit(
+            f"{home / HOME_CONFIG_NAME} holds the credentials of machine {config.get('machine')!r}, which joined "
+            "from another computer: every machine needs its own. Get a code on the HQ (`mlqueue invite`) and run "
+            "`mlqueue join --code CODE --name NEW-NAME` here; it replaces these credentials.")
 
 
 def user_of(name: str) -> str:
@@ -182,10 +211,12 @@ def listing(settings: Settings | None = None) -> list[dict[str, Any]]:
     settings = settings or get_settings()
     d = store.db(settings)
     rows = []
+    silent_after = 3 * settings.heartbeat_every  # as the status page judges it: a killed worker says no goodbye
     for machine in d.machines.find().sort("_id", 1):
         name = machine["_id"]
         workers = list(d.workers.find({"name": {"$regex": f"^{re.escape(name)}@"}}))
-        online = [w for w in workers if w.get("online")]
+        online = [w for w in workers if w.get("online") and w.get("lastHeartbeat")
+                  and (now() - w["lastHeartbeat"]).total_seconds() < silent_after]
         shown = online[0] if online else (workers[0] if workers else {})
         state = machine["state"] if machine["state"] == REVOKED else ("online" if online else "offline")
         rows.append({"name": name, "state": state, "joined": machine.get("joinedDate"),

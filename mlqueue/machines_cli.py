@@ -198,7 +198,8 @@ def join(target: str | None, code: str, name: str | None) -> None:
     home = _home()
     path = write_home_config(home, {"broker_url": creds["broker_url"], "mongo_url": creds["mongo_url"],
                                     "mongo_db": creds["mongo_db"], "queue": creds["queue"],
-                                    "machine": creds["machine"], "hq_url": base})
+                                    "machine": creds["machine"], "hq_url": base,
+                                    "machine_fingerprint": machines.fingerprint()})
     click.echo(f"joined the house as {creds['machine']} (HQ {base}); credentials in {path}")
     click.echo("One command left — start this machine's worker:")
     click.echo(f"  {worker_command(creds['machine'], home)}")

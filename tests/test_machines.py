@@ -164,6 +164,33 @@ def test_a_revoked_machine_takes_no_jobs_and_cannot_read_the_store(hq: HQRun, tm
     assert json.loads((tmp_path / "gone2" / "config.json").read_text())["broker_url"] != gone["broker_url"]
 
 
+def test_a_home_copied_from_another_computer_does_not_start_a_worker(hq: HQRun, tmp_path: Path) -> None:
+    home = tmp_path / "copied"
+    assert hq.join(home, hq.invite(), "copied").returncode == 0
+    config = json.loads((home / "config.json").read_text())
+    (home / "config.json").write_text(json.dumps({**config, "machine_fingerprint": "another-computer"}))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLQUEUE_")}
+    started = subprocess.run([sys.executable, "-m", "celery", "-A", "mlqueue", "worker", "-n", "copied@%h"],
+                             cwd=ROOT, env={**env, "MLQUEUE_HOME": str(home)}, capture_output=True, text=True,
+                             timeout=120)
+    assert started.returncode != 0 and "joined from another computer" in started.stdout + started.stderr
+
+
+def test_joined_machines_take_jobs_again_after_the_hq_restarts(hq: HQRun, tmp_path: Path) -> None:
+    assert hq.join(tmp_path / "again", hq.invite(), "again").returncode == 0
+    hq.start_worker(tmp_path / "again", "again")
+    hq.proc.send_signal(signal.SIGTERM)
+    hq.proc.wait(60)
+    ports = [f"--{key.replace('_', '-')}={hq.config[key]}" for key in ("redis_port", "mongo_port")]
+    hq.proc = start_hq(hq.home, "--store-auth", *ports, f"--port={hq.config['http_port']}")
+    lines: list[str] = []
+    wait_for(lambda: lines.append(hq.proc.stdout.readline()) or any("Submit work" in ln for ln in lines),
+             timeout=90, what="the restarted HQ's banner")
+    store.forget_clients()
+    ids = hq.submit(2)
+    assert all(hq.wait_final(job_id)["state"] == orders.SUCCEEDED for job_id in ids)  # Redis users were re-created
+
+
 def test_the_join_route_needs_a_valid_code_and_is_rate_limited_and_the_rest_needs_the_token(hq: HQRun) -> None:
     assert httpx.get(f"{hq.url}/machines").status_code == 401
     assert httpx.post(f"{hq.url}/invites").status_code == 401
