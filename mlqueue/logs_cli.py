@@ -28,15 +28,19 @@ def logs(job_id: str, follow: bool, timestamps: bool, after: int) -> None:
 
     With -f, follow the output live and exit when the Job has ended, saying how it ended.
     """
-    from mlqueue.cli import _client
+    from mlqueue.cli import _client, _fail
+    from mlqueue.client import ClientError
 
     client = _client()
     if not follow:
         for line in client.log(job_id, after)["lines"]:
             _echo(line, timestamps)
         return
-    for chunk in client.follow_log(job_id, after):
-        for line in chunk["lines"]:
-            _echo(line, timestamps)
-        if chunk["final"]:
-            click.echo(f"job {chunk['jobId']} ended: {chunk.get('state')}", err=True)
+    try:
+        for chunk in client.follow_log(job_id, after):  # a generator: its errors come while it is read
+            for line in chunk["lines"]:
+                _echo(line, timestamps)
+            if chunk["final"]:
+                click.echo(f"job {chunk['jobId']} ended: {chunk.get('state')}", err=True)
+    except ClientError as exc:
+        _fail(str(exc))

@@ -127,3 +127,6 @@ def test_logs_follow_prints_lines_as_they_come_and_exits_when_the_job_ends(
 
     local = farm.run_cli("logs", job_id[:12])  # on the HQ's machine: no --hq needed
     assert local.returncode == 0 and local.stdout.splitlines()[0] == "hello from a command-line script"
+    for where in ([], ["--hq", api.url, "--token", api.token]):
+        missing = farm.run_cli(*where, "logs", "-f", "ffffffffffffffffffffffff")
+        assert missing.returncode == 2 and "no job" in missing.stderr and "Traceback" not in missing.stderr
