@@ -43,6 +43,10 @@ class MachineError(ValueError):
     """A machine operation that cannot be done; the message says why and how to fix it."""
 
 
+class BrokerRefused(MachineError):
+    """The broker would not create or delete a machine's user (an external Redis without ACL rights)."""
+
+
 def now() -> datetime:
     return datetime.now(UTC)
 
@@ -105,7 +109,12 @@ def store_requires_auth(settings: Settings) -> bool:
 
 
 def _apply_redis_user(conn: redis.Redis, name: str, password_sha256: str) -> None:
-    conn.execute_command("ACL", "SETUSER", user_of(name), "reset", "on", f"#{password_sha256}", *REDIS_RULES)
+    try:
+        conn.execute_command("ACL", "SETUSER", user_of(name), "reset", "on", f"#{password_sha256}", *REDIS_RULES)
+    except redis.ResponseError as exc:
+        raise BrokerRefused(f"the broker refused to create the user of machine {name!r} ({exc}): per-machine "
+                            "credentials need Redis 6+ and a broker URL whose user may run ACL SETUSER (the HQ's "
+                            "embedded Redis does)") from exc
 
 
 def _urls_for(name: str, host: str, redis_password: str, store_password: str | None,

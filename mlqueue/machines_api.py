@@ -68,6 +68,8 @@ def join(body: JoinRequest, request: Request) -> dict[str, Any]:
     except invites.InviteError as exc:
         limiter.failed(client)
         raise HTTPException(403, str(exc)) from None
+    except machines.BrokerRefused as exc:
+        raise HTTPException(503, str(exc)) from None
     except machines.MachineError as exc:
         raise HTTPException(409, str(exc)) from None
 
