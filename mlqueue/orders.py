@@ -2,7 +2,9 @@
 
     unassigned -> assigned -> running -> succeeded | failed | cancelled | pruned
          ^___________|___________|  (lost: no heartbeat -> back to unassigned, or failed at maxAttempts;
-                                     yielded: the worker's owner came back -> back to unassigned)
+                                     yielded: the worker's owner came back -> back to unassigned;
+                                     environment: the machine's fault, e.g. a module missing there ->
+                                     back to unassigned, not charged, failed after max_environment_failures)
 
 Each move is one atomic, conditional update of the Order document ("only if it is still in the state
 and delivery I think it is"), so two workers, a late report from a worker presumed dead, a duplicate
@@ -28,7 +30,7 @@ import psutil
 from bson import ObjectId
 from pymongo import ReturnDocument
 
-from mlqueue import routing, store
+from mlqueue import environment, routing, store
 from mlqueue.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -369,7 +371,12 @@ def request_stop(job_id: str, why: str, by: str, settings: Settings | None = Non
 def finish(
     order: dict[str, Any], to: str, outcome: dict[str, Any], why: str, settings: Settings | None = None
 ) -> bool:
-    """Close this attempt with its final Outcome. False (and nothing written) if it lost the Order."""
+    """Close this attempt with its final Outcome. False (and nothing written) if it lost the Order.
+
+    A failure that is the machine's fault (``environment.judge``) is not final: the Order bounces.
+    """
+    if to == FAILED and (judged := environment.judge(outcome)):
+        return bounce(order, outcome, judged, settings)
     outcome = {**outcome, "jobId": order["jobId"], "orderId": str(order["_id"]), "attempt": order["attempts"],
                "worker": order.get("worker"), "host": order.get("host"), "state": to, "finishedDate": now()}
     done = _move(
@@ -381,6 +388,43 @@ def finish(
               f"late result of attempt {order['attempts']} discarded (order no longer held by it)", settings)
         return False
     store_outcome(done, settings)
+    return True
+
+
+def bounce(order: dict[str, Any], outcome: dict[str, Any], judged: dict[str, Any],
+           settings: Settings | None = None) -> bool:
+    """Environment failure: running -> unassigned for another machine, the attempt not charged.
+
+    A module the Job did not declare joins its requirement (so only machines that have it get it
+    again); this worker stops taking the Job's class (``routing.refuse``). After
+    ``max_environment_failures`` such attempts the Job fails with ``reason: environment``.
+    """
+    settings = settings or get_settings()
+    worker = order.get("worker") or "?"
+    cause = f"{environment.describe(judged)} on {worker}: {outcome.get('message') or '?'}"[:500]
+    failures = int(order.get("environmentFailures") or 0) + 1
+    if failures >= settings.max_environment_failures:
+        final = {**outcome, "reason": "environment",
+                 "message": f"failed for environment reasons on {failures} attempts (last: {cause}); fix the "
+                            "machines or give the Job a `requires` no machine fails"}
+        return finish(order, FAILED, final, final["message"], settings)
+    routing_fields = routing.learn(order, judged)
+    delivery = new_delivery()
+    exempt = sorted({*(order.get("exemptAttempts") or []), order["attempts"]})
+    moved = _move(
+        _gate(order), UNASSIGNED, worker,
+        f"attempt {order['attempts']} failed because of its machine ({cause}); not charged, queued again",
+        settings, known=order, inc={"environmentFailures": 1},
+        set_={"delivery": delivery, "enqueuedAt": None, "worker": None, "pid": None, "exemptAttempts": exempt,
+              "lastEnvironmentFailure": {"reason": "environment", "worker": worker, "kind": judged["kind"],
+                                         "message": cause, "at": now()}, **routing_fields},
+    )
+    if not moved:
+        return False
+    if not routing_fields:  # its class stays: this machine's environment fails it, so stop taking it here
+        routing.refuse(worker, moved, cause, settings)
+    routing.announce([moved], settings)
+    enqueue(order["jobId"], delivery, settings, routing.queue_of(moved, settings))
     return True
 
 

@@ -70,6 +70,20 @@ def place(job: dict[str, Any], settings: Settings | None = None) -> dict[str, An
             "pinnedWorker": job.get("worker") or None, "placedOn": None}
 
 
+def learn(order: dict[str, Any], judged: dict[str, Any]) -> dict[str, Any]:
+    """After an environment failure: a missing package the Job did not require joins its requirement.
+
+    Returns the Order fields to change (empty when there is nothing to learn).
+    """
+    package = judged.get("package")
+    requires = dict(order.get("requires") or {})
+    named = {capabilities.canonical(requirements.Requirement(p).name) for p in requires.get("packages", [])}
+    if not package or capabilities.canonical(package) in named:
+        return {}
+    merged = requirements.merge({}, {**requires, "packages": [*requires.get("packages", []), package]})
+    return {"requires": merged, "requirementClass": requirements.class_name(merged)}
+
+
 # --------------------------------------------------------------------------- submitter side
 
 
