@@ -33,7 +33,7 @@ Scenario = Callable[..., Tally]
 def _finish(house: House, name: str, faults: dict[str, int], settle: float, notes: list[str] | None = None) -> Tally:
     settled = house.settle(settle)
     tally = read(name, house.settings, faults)
-    tally.notes = list(notes or [])
+    tally.notes = [*tally.notes, *(notes or [])]
     if not settled:
         tally.notes.append(f"did not settle within {settle:.0f}s: {house.states()}")
     return tally

@@ -557,7 +557,7 @@ class Reaper:
         return {}
 
     def sweep(self) -> dict[str, int]:
-        counts = {"lost": 0, "timeout": 0, "resent": 0, "repaired": 0}
+        counts = {"lost": 0, "timeout": 0, "resent": 0, "repaired": 0, "stranded": 0}
         d = store.db(self.settings)
         lost_after = self.settings.lost_after
         if time.monotonic() - self.watching_since >= lost_after:
@@ -574,6 +574,9 @@ class Reaper:
             counts["resent"] += enqueue(order["jobId"], order["delivery"], self.settings,
                                         routing.queue_of(order, self.settings))
         counts["repaired"] = self._repair_outcomes()
+        from mlqueue import stranded  # it builds on this module
+
+        counts["stranded"] = stranded.resend(self.name, self.settings)
         if any(counts.values()):
             log.info("reaper %s: %s", self.name, counts)
         return counts

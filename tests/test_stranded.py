@@ -1,0 +1,38 @@
+"""A message taken by a worker that died before claiming its Job is found in the broker and sent again."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+from conftest import LOST_AFTER, Farm, wait_for
+
+from mlqueue import orders
+
+TAKE_AND_DIE = """
+import os, sys
+from kombu import Connection
+with Connection(sys.argv[1]) as conn:
+    message = conn.default_channel.basic_get(queue=sys.argv[2], no_ack=False)
+    print(message.headers["id"], flush=True)
+    os._exit(0)  # like a SIGKILL: no ack, no restore at shutdown
+"""
+
+
+def test_a_job_whose_message_died_with_its_consumer_is_queued_again_and_runs(farm: Farm) -> None:
+    [job_id] = farm.submit({"scriptName": "toy"})
+    taken = subprocess.run([sys.executable, "-c", TAKE_AND_DIE, farm.settings.broker_url, farm.settings.queue],
+                           capture_output=True, text=True, timeout=60)
+    assert taken.stdout.strip() == farm.order(job_id)["delivery"], taken.stderr
+    reaper = orders.Reaper("r", farm.settings)
+    assert reaper.sweep()["stranded"] == 0  # not yet: a live consumer claims within moments
+    time.sleep(LOST_AFTER + 0.5)
+    assert reaper.sweep()["stranded"] == 1
+    order = farm.order(job_id)
+    assert order["state"] == "unassigned" and order["delivery"] != taken.stdout.strip() and order["enqueuedAt"]
+    assert "never claimed it" in order["history"][-1]["why"]
+    farm.start_worker("w1")
+    assert farm.wait_final(job_id)["state"] == "succeeded"
+    assert reaper.sweep()["stranded"] == 0
+    wait_for(lambda: farm.order(job_id)["attempts"] == 1, timeout=5, what="one attempt only")
