@@ -294,7 +294,7 @@ def test_a_job_submitted_from_the_form_runs_and_refused_fields_are_marked(farm: 
                                                                           tmp_path: Path) -> None:
     farm.start_worker("w1")
     page.goto(hq.ui("new"))
-    epochs = page.locator("#field-epochs input")
+    epochs = page.locator("#field-epochs input[type=number]")
     epochs.fill("-1")
     page.fill("#new-extra", json.dumps({"lr": 0.25}))
     page.click("#new-submit")
@@ -314,7 +314,7 @@ def test_a_job_submitted_from_the_form_runs_and_refused_fields_are_marked(farm: 
 
     page.click("#job-clone")
     page.wait_for_selector(f"#new-prefill-msg:has-text('{job_id}')")
-    wait_for(lambda: page.locator("#field-epochs input").input_value() == "2", what="epochs pre-filled")
+    wait_for(lambda: page.locator("#field-epochs input[type=number]").input_value() == "2", what="epochs pre-filled")
     assert json.loads(page.locator("#new-extra").input_value()) == {"lr": 0.25}
 
     upload = tmp_path / "job.json"

@@ -10,12 +10,13 @@ from __future__ import annotations
 import base64
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from dash import ALL, Input, Output, State, dcc, html, no_update
 
 from mlqueue import jobs, orders, outcomes, scripts
+from mlqueue.dashboard import job_form
 from mlqueue.dashboard.common import Ctx, message
 
 COMMON_FIELDS = ("projectName", "timeLimit", "maxAttempts")
@@ -32,20 +33,25 @@ class FormField:
     required: bool = False
     description: str = ""
     choices: tuple[Any, ...] = ()
+    schema: dict[str, Any] = field(default_factory=dict, compare=False)  # the property, for ranges and sweeps
+    columns: list[dict[str, Any]] | None = field(default=None, compare=False)  # kind "rows": a list of objects
 
 
-def _field(name: str, prop: dict[str, Any], required: bool) -> FormField:
+def _field(name: str, prop: dict[str, Any], required: bool, defs: dict[str, Any] | None = None) -> FormField:
     """A form field from one JSON-schema property (pydantic's ``model_json_schema``)."""
+    prop = job_form.resolve(prop, defs or {})
+    columns = job_form.item_columns(prop, defs or {})
     variants = [prop, *prop.get("anyOf", [])]
     choices = next((tuple(v["enum"]) for v in variants if v.get("enum")), ())
     types = [v.get("type") for v in variants if v.get("type") not in (None, "null")]
-    kind = "enum" if choices else (types[0] if types and types[0] in SIMPLE_KINDS else "json")
-    return FormField(name, kind, prop.get("default"), required, prop.get("description") or "", choices)
+    kind = "rows" if columns else "enum" if choices else (types[0] if types and types[0] in SIMPLE_KINDS else "json")
+    return FormField(name, kind, prop.get("default"), required, prop.get("description") or "", choices, prop, columns)
 
 
 def fields_from_schema(schema: dict[str, Any], only: tuple[str, ...] | None = None) -> list[FormField]:
     required = set(schema.get("required", []))
-    return [_field(name, prop, name in required) for name, prop in schema.get("properties", {}).items()
+    defs = schema.get("$defs", {})
+    return [_field(name, prop, name in required, defs) for name, prop in schema.get("properties", {}).items()
             if only is None or name in only]
 
 
@@ -66,6 +72,8 @@ def form_fields(script_name: str | None, settings: Any) -> tuple[list[FormField]
 
 def _input(spec: FormField, value: Any) -> Any:
     ident = {"type": "new-field", "name": spec.name}
+    if spec.kind == "rows":
+        return job_form.rows_input(spec.name, spec.columns or [], value if value is not None else spec.default)
     if spec.kind in ("integer", "number"):
         return dcc.Input(id=ident, type="number", value=value, step="any", debounce=False)
     if spec.kind == "boolean":
@@ -79,11 +87,14 @@ def _input(spec: FormField, value: Any) -> Any:
 
 
 def render_field(spec: FormField, value: Any) -> html.Div:
-    hint = " · ".join(p for p in (spec.kind, "required" if spec.required else f"default {json.dumps(spec.default)}",
-                                  spec.description) if p)
-    return html.Div([html.Label(spec.name), _input(spec, value), html.Div(hint, className="hint"),
+    kind = "list of rows" if spec.kind == "rows" else spec.kind
+    default = "required" if spec.required else (f"default {json.dumps(spec.default)}" if spec.kind != "rows" else "")
+    hint = " · ".join(p for p in (spec.description, job_form.range_text(spec.schema), kind, default) if p)
+    label = [html.Label(spec.name, style={"display": "inline"}), job_form.sweep_toggle(spec.name, spec.kind)]
+    return html.Div([html.Div(label), _input(spec, value), html.Div(hint, className="hint"),
                      html.Div(id={"type": "new-error", "name": spec.name}, className="field-error")],
-                    className="field", id=f"field-{spec.name}")
+                    className="field", id=f"field-{spec.name}",
+                    style={"gridColumn": "1 / -1"} if spec.kind == "rows" else {})
 
 
 def split_prefill(fields: list[FormField], doc: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -133,6 +144,34 @@ def assign_errors(text: str, names: set[str], extra_names: set[str]) -> tuple[di
     if not (by_field or extra or general):
         general.append(text)
     return by_field, extra, general
+
+
+def collect_document(script: str | None, values: list[Any], ids: list[dict[str, str]], kinds: dict[str, Any],
+                     extra_text: str | None) -> tuple[dict[str, Any] | None, dict[str, str], str]:
+    """The Job the form describes (None when a field cannot be read), errors per field, and the JSON editor's."""
+    names = [i["name"] for i in ids]
+    errors = {name: "" for name in names}
+    specs = {n: FormField(n, k[0], k[1], k[2], "", tuple(k[3])) for n, k in (kinds or {}).items()}
+    try:
+        doc = json.loads(extra_text or "{}")
+    except json.JSONDecodeError as exc:
+        return None, errors, f"not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}"
+    if not isinstance(doc, dict):
+        return None, errors, "must be a JSON object, like {\"lr\": 0.1}"
+    for name, raw in zip(names, values, strict=True):
+        if name not in specs:
+            continue
+        try:
+            present, value = read_field(specs[name], raw)
+        except ValueError as exc:
+            errors[name] = str(exc)
+            continue
+        if present:
+            doc[name] = value
+    if any(errors.values()):
+        return None, errors, ""
+    return {"scriptName": script or doc.get("scriptName"), **{k: v for k, v in doc.items() if k != "scriptName"}}, \
+        errors, ""
 
 
 def past_job(job_id: str, settings: Any) -> tuple[dict[str, Any], str]:
@@ -185,6 +224,7 @@ def layout(ctx: Ctx, _arg: str | None, query: dict[str, str]) -> html.Div:
         html.Div(id="new-form", className="card"),
         html.Button("Submit job", id="new-submit"),
         html.Div(id="new-result"),
+        job_form.preview_layout(),
     ])
 
 
@@ -223,7 +263,8 @@ def register(ctx: Ctx) -> None:
             html.Div("hyperparameters the form does not list, e.g. {\"lr\": 0.1}", className="hint"),
             html.Div(id="new-extra-error", className="field-error"),
         ], className="field"))
-        kinds = {f.name: [f.kind, f.default, f.required, list(f.choices)] for f in fields}
+        kinds = {f.name: ["json" if f.kind == "rows" else f.kind, f.default, f.required, list(f.choices)]
+                 for f in fields}
         return children, kinds
 
     @app.callback(Output({"type": "new-error", "name": ALL}, "children"), Output("new-extra-error", "children"),
@@ -234,29 +275,16 @@ def register(ctx: Ctx) -> None:
     def _submit(_clicks: int | None, script: str | None, values: list[Any], ids: list[dict[str, str]],
                 kinds: dict[str, Any], extra_text: str | None) -> tuple[list[str], str, Any]:
         names = [i["name"] for i in ids]
-        errors = {name: "" for name in names}
-        specs = {n: FormField(n, k[0], k[1], k[2], "", tuple(k[3])) for n, k in (kinds or {}).items()}
+        found, errors, extra_error = collect_document(script, values, ids, kinds, extra_text)
 
         def answer(extra_error: str = "", result: Any = "") -> tuple[list[str], str, Any]:
-            return [errors[n] for n in names], extra_error, result
+            return [errors.get(n, "") for n in names], extra_error, result
 
-        try:
-            doc = json.loads(extra_text or "{}")
-        except json.JSONDecodeError as exc:
-            return answer(f"not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}")
-        if not isinstance(doc, dict):
-            return answer("must be a JSON object, like {\"lr\": 0.1}")
-        for name, raw in zip(names, values, strict=True):
-            try:
-                present, value = read_field(specs[name], raw)
-            except ValueError as exc:
-                errors[name] = str(exc)
-                continue
-            if present:
-                doc[name] = value
-        if any(errors.values()):
+        if extra_error:
+            return answer(extra_error)
+        if found is None:
             return answer(result=message("Fix the fields marked in red; nothing was submitted.", "error"))
-        doc["scriptName"] = script or doc.get("scriptName")
+        doc = found
         try:
             valid = jobs.validate(doc, "form", ctx.settings)
         except jobs.JobError as exc:
@@ -267,3 +295,10 @@ def register(ctx: Ctx) -> None:
         [job_id] = orders.submit([valid], by="dashboard", settings=ctx.settings)
         link = dcc.Link(job_id, href=ctx.href(f"/job/{job_id}"), id="new-job-link")
         return answer(result=html.Div(["Submitted job ", link], className="message ok"))
+
+    def preview_document(script: str | None, values: list[Any], ids: list[dict[str, str]], kinds: dict[str, Any],
+                         extra_text: str | None) -> tuple[dict[str, Any] | None, list[str]]:
+        doc, errors, extra_error = collect_document(script, values, ids, kinds, extra_text)
+        return doc, [f"{k}: {v}" for k, v in errors.items() if v] + ([extra_error] if extra_error else [])
+
+    job_form.register(ctx, preview_document)
