@@ -150,7 +150,12 @@ def job_template(name: str, settings: Settings | None = None, version: str | Non
     settings = settings or get_settings()
     job: dict[str, Any] = {"scriptName": name}
     try:
-        script = scripts.resolve(name, settings, pinned=version)
+        chosen = next((v for v in versions(name, settings) if version is None or v["sha256"].startswith(version)),
+                      None)
+        if chosen is None:
+            return job
+        script = scripts.Script(name=name, path=Path(settings.scripts_dir) / f"{name}.py", sha256=chosen["sha256"]) \
+            if chosen["source"] == "builtin" else scripts.resolve(name, settings, pinned=chosen["sha256"])
         if not script.has_run_function:
             return job
         params = getattr(scripts.load(script), "Params", None)

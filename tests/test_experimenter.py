@@ -127,6 +127,14 @@ def test_write_save_run_on_a_machine_watch_it_live_then_edit_keeps_the_first_ver
     sweep = farm.db.sweeps.find_one({"name": "live_demo-sweep"})
     assert sweep is not None and f"scriptHash: {second}" in str(sweep)
 
+    page.goto(hq.ui("code?script=toy"))  # a built-in script runs as it is, with no bundle to pin
+    page.wait_for_selector("#code-save-message:has-text('toy is built in')")
+    wait_for(lambda: '"sleepSeconds"' in page.input_value("#code-job"), what="toy's Job from its Params")
+    page.click("#code-run")
+    page.wait_for_selector("#code-run-queued")
+    toy = farm.db.jobs.find_one({"_id": ObjectId(page.get_attribute("#code-run-queued", "data-job"))})
+    assert toy["scriptName"] == "toy" and "scriptHash" not in toy and "worker" not in toy
+
 
 def test_script_versions_over_the_api_save_never_overwrite_and_diff(farm: Farm, hq: HQ) -> None:
     http = httpx.Client(base_url=hq.url, headers={"Authorization": f"Bearer {hq.token}"}, timeout=30)

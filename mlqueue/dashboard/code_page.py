@@ -67,6 +67,16 @@ def diff_view(text: str) -> list[Any]:
     return spans
 
 
+def run_pin(name: str, version: str, ctx: Ctx) -> dict[str, str] | None:
+    """How a Job names this version: ``scriptHash`` for a pushed one; nothing for the built-in file when
+    no pushed version hides it (a built-in file has no bundle to pin); None when it cannot be run."""
+    found = script_versions.versions(name, ctx.settings)
+    chosen = next((v for v in found if v["sha256"] == version), None)
+    if chosen is None or chosen["source"] == "pushed":
+        return {"scriptHash": version}
+    return {} if chosen is found[0] else None
+
+
 def _job_for(job_text: str | None, name: str) -> bool:
     """Whether the Job JSON being edited is already one for script ``name``."""
     try:
@@ -145,6 +155,9 @@ def register(ctx: Ctx) -> None:
             return None, [], None, ""
         found = script_versions.versions(name, ctx.settings)
         note = "" if found else message(f"New script {name}: write it, then Save.", "info")
+        if found and found[0]["source"] == "builtin":
+            note = message(f"{name} is built in: saving stores a pushed version, which every Job naming {name} "
+                           "runs from then on.", "info")
         return name, version_options(found), found[0]["sha256"] if found else None, note
 
     @ctx.app.callback(Output("code-loaded", "data"), Output("code-diff", "children"), Output("code-job", "value"),
@@ -172,9 +185,11 @@ def register(ctx: Ctx) -> None:
         """A sweep file over the version shown (kept when one for this script is being edited)."""
         if not name or not version:
             return ""
+        pin = run_pin(name, version, ctx) or {}
         if current and f"scriptName: {name}\n" in current:
-            return re.sub(r"scriptHash: \w+", f"scriptHash: {version}", current)
-        return SWEEP_TEMPLATE.format(name=name, version=version)
+            return re.sub(r"scriptHash: \w+", f"scriptHash: {pin['scriptHash']}", current) if pin else current
+        text = SWEEP_TEMPLATE.format(name=name, version=pin.get("scriptHash", ""))
+        return text if pin else text.replace("  scriptHash: \n", "")
 
     @ctx.app.callback(Output("code-sweep-message", "children"), Input("code-sweep-run", "n_clicks"),
                       State("code-sweep", "value"), State("code-worker", "value"), prevent_initial_call=True)
@@ -230,7 +245,11 @@ def register(ctx: Ctx) -> None:
                            "error")
         if not isinstance(job, dict):
             return message("The Job must be a JSON object.", "error")
-        job.update({"scriptName": name, "scriptHash": version})
+        pin = run_pin(name, version, ctx)
+        if pin is None:
+            return message("This is the built-in version, which pushed versions now hide: open it, Save it as a "
+                           "new version, and run that.", "error")
+        job.update({"scriptName": name, **pin})
         if worker:
             job["worker"] = worker
         else:
