@@ -47,6 +47,14 @@ def type_into_editor(tab: Any, text: str) -> None:
     wait_for(lambda: editor_text(tab) == text, timeout=10, what="the editor to hold the typed text")
 
 
+def assert_no_sideways_scroll(tab: Any) -> None:
+    """The page fits the 1280-pixel window: nothing sticks out to the right (names what does)."""
+    wide = tab.evaluate("() => [document.documentElement.scrollWidth, window.innerWidth, Array.from("
+                        "document.querySelectorAll('*')).filter(e => e.getBoundingClientRect().right > "
+                        "window.innerWidth).map(e => e.tagName + '#' + e.id + '.' + e.className).slice(0, 12)]")
+    assert wide[0] <= wide[1], wide
+
+
 def test_write_save_run_on_a_machine_watch_it_live_then_edit_keeps_the_first_version(
         farm: Farm, hq: HQ, page: Any, tmp_path: Path) -> None:
     farm.start_worker("w1")
@@ -83,10 +91,7 @@ def test_write_save_run_on_a_machine_watch_it_live_then_edit_keeps_the_first_ver
         order = farm.order(running)
         assert order["state"] == "running" and order["worker"] == worker, order.get("outcome")  # not ended yet
     pane = f".live-log[data-job='{job_id}']"
-    wide = page.evaluate("() => [document.documentElement.scrollWidth, window.innerWidth, Array.from("
-                         "document.querySelectorAll('*')).filter(e => e.getBoundingClientRect().right > "
-                         "window.innerWidth).map(e => e.tagName + '#' + e.id + '.' + e.className).slice(0, 12)]")
-    assert wide[0] <= wide[1], wide  # no sideways scroll
+    assert_no_sideways_scroll(page)
     wait_for(lambda: page.evaluate("() => Array.from(document.querySelectorAll('.machine .js-plotly-plot'))"
                                    ".map(p => p._fullData ? p._fullData.map(t => (t.x || []).length) : [])")
              == [[1], [1]], what="the printed metric line on each machine's live chart")
@@ -117,6 +122,7 @@ def test_write_save_run_on_a_machine_watch_it_live_then_edit_keeps_the_first_ver
     page.wait_for_selector("#code-diff .add:has-text('hi {i}')")
     page.wait_for_selector("#code-diff .del:has-text('hello {i}')")
     assert len(script_versions.versions("live_demo", farm.settings)) == 2
+    assert_no_sideways_scroll(page)
     hq.screenshot(page, "code")
     assert farm.order(job_id)["script"]["sha256"] == first  # the first Job still records the first version
     assert farm.db.outcomes.find_one({"jobId": job_id})["script"]["sha256"] == first
