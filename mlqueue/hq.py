@@ -146,6 +146,9 @@ class HQ:
         return f"MLQUEUE_BROKER_URL='{broker}' MLQUEUE_MONGO_URL='{mongo}' celery -A mlqueue worker -l info"
 
     def banner(self) -> str:
+        from mlqueue import machines_cli
+
+        me = machines_cli.mlqueue_command()  # the exact command, so a fresh shell without the venv on PATH works
         web = f"http://{self.public_host}:{self.config['http_port']}"
         store_url = self.config["mongo_url"]
         lines = [
@@ -161,15 +164,15 @@ class HQ:
             "send it as 'Authorization: Bearer TOKEN')",
             "",
             "On this machine, start a worker with:",
-            f"  MLQUEUE_HOME={self.home} celery -A mlqueue worker -l info",
+            f"  MLQUEUE_HOME={self.home} {machines_cli._command('celery')} -A mlqueue worker -l info",
             "On every other machine (after `pip install '.[ml]'` of this project; [ml] brings TensorFlow "
             "for nn.py), paste:",
             f"  {self.join_command()}",
         ]
         if self.bind not in ("0.0.0.0", "::"):
-            lines.append(f"  (servers listen on {self.bind} only: restart with `mlqueue hq --bind 0.0.0.0` "
+            lines.append(f"  (servers listen on {self.bind} only: restart with `{me} hq --bind 0.0.0.0` "
                          "so other machines can reach them)")
-        lines += ["Submit work with:", f"  MLQUEUE_HOME={self.home} mlqueue submit tasks/demo_job.json",
+        lines += ["Submit work with:", f"  MLQUEUE_HOME={self.home} {me} submit tasks/demo_job.json",
                   "or from any machine, through the API:",
                   f"  MLQUEUE_TOKEN=<token> mlqueue --hq {web} submit tasks/demo_job.json"]
         return "\n".join(lines)
