@@ -15,12 +15,13 @@ from gridfs.errors import NoFile
 
 from mlqueue import names, store
 from mlqueue.datasets import sha256_of
+from mlqueue.errors import NotFound
 from mlqueue.settings import Settings
 
 BUCKET = "artifacts"
 
 
-class ArtifactError(LookupError):
+class ArtifactError(NotFound):
     """An artifact does not exist; the message says where to look."""
 
 

@@ -1,8 +1,8 @@
 """One client interface for everything the CLI asks of an HQ, over HTTP or in-process.
 
 ``HttpClient`` talks to a remote HQ's API (``mlqueue --hq http://hq.local:8350 ...``), so a laptop needs
-neither the broker nor the store. ``LocalClient`` calls ``orders``/``outcomes`` directly, as the CLI
-always did on the HQ's own machine. Both return the same shapes (datetimes as ``datetime``), and both
+neither the broker nor the store. ``LocalClient`` calls ``mlqueue.service`` in-process, as the API's routes do,
+on the HQ's own machine. Both return the same shapes (datetimes as ``datetime``), and both
 raise ``ClientError`` with a message a person can act on, so the CLI has one code path.
 """
 
@@ -12,12 +12,14 @@ import os
 import re
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import httpx
 
-from mlqueue import orders
+from mlqueue import orders, service
+from mlqueue.errors import MlqueueError
 from mlqueue.settings import Settings, get_settings
 
 PAGE = 1000
@@ -26,12 +28,10 @@ EPOCH = datetime.min.replace(tzinfo=UTC)
 ISO_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?\+00:00$")
 
 
-class ClientError(RuntimeError):
-    """An HQ refused or could not do something; ``status`` is the HTTP-style code (404, 409, 422...)."""
+class ClientError(MlqueueError):
+    """Raised when an HQ refused or could not do something; ``status`` is the HTTP-style code (404, 409, 422...)."""
 
-    def __init__(self, message: str, status: int | None = None) -> None:
-        super().__init__(message)
-        self.status = status
+    status: int | None = None  # type: ignore[assignment] - None: the HQ was not reached
 
 
 class Client(Protocol):
@@ -62,7 +62,7 @@ def _by() -> str:
 
 
 class LocalClient:
-    """The client interface over the modules themselves (the HQ's machine, or any with store access)."""
+    """The client interface over ``mlqueue.service`` itself (the HQ's machine, or any with store access)."""
 
     def __init__(self, settings: Settings | None = None) -> None:
         self._settings = settings
@@ -74,70 +74,42 @@ class LocalClient:
         return settings
 
     def submit(self, jobs: list[dict[str, Any]], where: list[str] | None = None) -> list[str]:
-        from mlqueue import jobs as schema
-
-        labels = where or [f"jobs[{i}]" for i in range(len(jobs))]
-        try:
-            valid = schema.validate_all(list(zip(labels, jobs, strict=True)), self._settings)
-            return orders.submit(valid, by=_by(), settings=self.settings)
-        except schema.JobError as exc:
-            raise ClientError(str(exc), 422) from None
+        with _reported():
+            return service.submit(jobs, _by(), self.settings, where=where)
 
     def states(self, job_ids: list[str]) -> dict[str, str]:
-        from mlqueue import store
-
-        found = store.db(self.settings).orders.find({"jobId": {"$in": job_ids}}, {"jobId": 1, "state": 1})
-        return {o["jobId"]: o["state"] for o in found}
+        with _reported():
+            return service.states(job_ids, self.settings)
 
     def orders(self, state: str | None = None, limit: int = 50, offset: int = 0) -> list[dict[str, Any]]:
-        from mlqueue import outcomes
-
-        return outcomes.order_page(self.settings, {"state": state} if state else {}, offset, limit)
+        with _reported():
+            return service.orders_page(self.settings, {"state": state} if state else {}, offset, limit)
 
     def order(self, job_id: str) -> dict[str, Any]:
-        from bson import ObjectId
-
-        from mlqueue import house, store
-
-        try:
-            order = orders.get(job_id, self.settings)
-        except orders.OrderError as exc:
-            raise ClientError(str(exc), 404) from None
-        order.pop("_id", None)
-        order["job"] = store.db(self.settings).jobs.find_one({"_id": ObjectId(order["jobId"])}, {"_id": 0})
-        return house.with_reason(order, self.settings)
+        with _reported():
+            return service.show(job_id, self.settings)
 
     def cancel(self, job_id: str) -> dict[str, Any]:
-        try:
-            return orders.cancel(job_id, by=_by(), settings=self.settings)
-        except orders.OrderError as exc:
-            raise ClientError(str(exc), 409) from None
+        with _reported():
+            return service.cancel(job_id, _by(), self.settings)
 
     def requeue(self, job_id: str) -> str:
-        try:
-            return orders.requeue(job_id, by=_by(), settings=self.settings)
-        except orders.OrderError as exc:
-            raise ClientError(str(exc), 409) from None
+        with _reported():
+            return service.requeue(job_id, _by(), self.settings)["jobId"]
 
     def results(self, sort: str = "loss", descending: bool = False, state: str | None = None,
                 limit: int | None = None, ids: list[str] | None = None) -> list[dict[str, Any]]:
-        from mlqueue import outcomes
-
-        query = {"jobId": {"$in": ids}} if ids else None
-        return outcomes.results(self.settings, sort=sort, descending=descending, state=state, limit=limit,
-                                query=query)
+        with _reported():
+            return service.results(self.settings, sort=sort, descending=descending, state=state, limit=limit,
+                                   ids=ids)
 
     def status(self) -> dict[str, Any]:
-        from mlqueue import house, outcomes
-
-        workers = outcomes.workers(self.settings)
-        return {"orders": outcomes.state_counts(self.settings), "workers": workers,
-                "waiting": house.waiting(self.settings, workers)}
+        with _reported():
+            return service.status(self.settings)
 
     def workers(self) -> list[dict[str, Any]]:
-        from mlqueue import outcomes
-
-        return outcomes.workers(self.settings)
+        with _reported():
+            return service.workers(self.settings)
 
     def log(self, job_id: str, after: int = 0) -> dict[str, Any]:
         """A Job's printed lines numbered above ``after`` (see ``live_log.read``)."""
@@ -154,6 +126,17 @@ class LocalClient:
 
         first = self.log(job_id, after)
         yield from live_log.follow(first["jobId"], after, self.settings)
+
+
+@contextmanager
+def _reported() -> Iterator[None]:
+    """Service errors as ``ClientError`` with the same status the API would answer with."""
+    try:
+        yield
+    except ClientError:
+        raise
+    except MlqueueError as exc:
+        raise ClientError(str(exc), exc.status) from None
 
 
 class HttpClient:

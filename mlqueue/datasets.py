@@ -19,13 +19,14 @@ from typing import Any
 from gridfs.errors import NoFile
 
 from mlqueue import names, store
+from mlqueue.errors import NotFound
 from mlqueue.settings import Settings, get_settings
 
 BUCKET = "datasets"
 CHUNK = 1 << 20
 
 
-class DatasetError(LookupError):
+class DatasetError(NotFound):
     """A dataset is missing or unreadable; the message says how to provide it."""
 
 

@@ -29,7 +29,7 @@ from urllib.parse import urlsplit
 
 from mlqueue import orders, ranking, store
 from mlqueue.joining import join_address, open_door
-from mlqueue.servers import MongoServer, RedisServer, die_with_parent, free_port
+from mlqueue.servers import MongoServer, RedisServer, die_with_parent, free_port, lan_address
 from mlqueue.settings import HOME_CONFIG_NAME, read_json_file, reload_settings
 from mlqueue.sweep_driver import Driver
 
@@ -54,16 +54,6 @@ def choose_port(asked: int | None, previous: int | None, default: int, bind: str
         if candidate and port_is_free(candidate, bind):
             return candidate
     return free_port()
-
-
-def lan_address() -> str:
-    """The address other machines in the house can reach us at (best effort, no traffic sent)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        try:
-            s.connect(("10.255.255.255", 1))  # UDP connect: picks the outgoing interface, sends nothing
-            return s.getsockname()[0]
-        except OSError:
-            return socket.gethostname()
 
 
 @dataclass

@@ -15,10 +15,11 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from mlqueue import requirements, scripts, seeds
+from mlqueue.errors import InvalidInput
 from mlqueue.settings import Settings, get_settings
 
 
-class JobError(ValueError):
+class JobError(InvalidInput):
     """A Job was refused; the message says what is wrong, where, and how to fix it."""
 
 

@@ -61,7 +61,7 @@ def _error_text(response: httpx.Response) -> str:
 
 def hq_address(settings: Any = None) -> str:
     """HOST[:PORT] other machines use for this HQ (the port is left out when it is the default)."""
-    from mlqueue.hq import lan_address
+    from mlqueue.servers import lan_address
 
     settings = settings or get_settings()
     host = lan_address() if settings.bind in ("0.0.0.0", "::", "") else settings.bind

@@ -35,6 +35,7 @@ from types import ModuleType
 from typing import Any
 
 from mlqueue import names, seeds
+from mlqueue.errors import NotFound
 from mlqueue.settings import Settings, get_settings
 
 NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*(\.py)?$")
@@ -42,7 +43,7 @@ BUCKET = "scripts"
 ENTRY_NAMES = ("main.py", "__main__.py", "run.py")
 
 
-class ScriptNotFound(LookupError):
+class ScriptNotFound(NotFound):
     """The Job names a script this machine does not have."""
 
 

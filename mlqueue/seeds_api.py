@@ -37,10 +37,13 @@ def _settings(request: Request) -> Settings:
 
 
 def _api() -> Any:
-    """The API module's shared helpers (submit, wait, JSON-safe documents), imported late: it imports us."""
-    from mlqueue import api
+    """The API package's shared helpers (submit, wait, JSON-safe documents), imported late: it imports us."""
+    from types import SimpleNamespace
 
-    return api
+    from mlqueue.api import deps, jobs, scripts
+
+    return SimpleNamespace(plain=deps.plain, _json_body=deps.json_body, _submit=jobs.submit_body,
+                           _who=deps.who_is, _wait_final=scripts.wait_final)
 
 
 def _seeds_document(doc: dict[str, Any]) -> dict[str, Any]:

@@ -33,6 +33,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def lan_address() -> str:
+    """The address other machines in the house can reach us at (best effort, no traffic sent)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect(("10.255.255.255", 1))  # UDP connect: picks the outgoing interface, sends nothing
+            return s.getsockname()[0]
+        except OSError:
+            return socket.gethostname()
+
+
 def die_with_parent() -> None:
     """In the child, before exec: ask Linux to SIGTERM us when our parent dies."""
     try:

@@ -38,6 +38,7 @@ from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
 from mlqueue import jobs, orders, store, sweeps
+from mlqueue.errors import NotFound
 from mlqueue.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -51,7 +52,7 @@ STUDY_PREFIX = "mlqueue-sweep-"
 REFRESH_EVERY = 5.0           # seconds between counter refreshes when nothing changed (elapsed times move)
 
 
-class SweepNotFound(LookupError):
+class SweepNotFound(NotFound):
     """A sweep id (or prefix) that names no sweep."""
 
 

@@ -103,9 +103,9 @@ class Farm:
         return store.db(self.settings)
 
     def submit(self, *jobs: dict[str, Any]) -> list[str]:
-        from mlqueue import jobs as job_schema
+        from mlqueue import service
 
-        return orders.submit([job_schema.validate(j, settings=self.settings) for j in jobs], settings=self.settings)
+        return service.submit(list(jobs), "cli", self.settings, where=["job"] * len(jobs))
 
     def order(self, job_id: str) -> dict[str, Any]:
         return self.db.orders.find_one({"jobId": job_id})

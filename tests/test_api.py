@@ -8,6 +8,7 @@ import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -221,10 +222,19 @@ def test_health_reports_a_dead_broker_with_503(farm: Farm) -> None:
 # --------------------------------------------------------------------------- auth
 
 
+def _flat(routes: list[Any]) -> list[Any]:
+    """Routes, with those of included routers (one per resource in ``mlqueue/api/``) spelled out."""
+    out = []
+    for route in routes:
+        inner = getattr(route, "original_router", None)  # FastAPI keeps an included APIRouter whole
+        out += _flat(inner.routes) if inner is not None else [route]
+    return out
+
+
 def _routes(app: FastAPI) -> list[tuple[str, str]]:
     """Every (method, concrete path) the app serves, path parameters filled with plausible values."""
     found = []
-    for route in app.routes:
+    for route in _flat(app.routes):
         if isinstance(route, Mount):
             found.append(("GET", route.path + "/"))
             continue

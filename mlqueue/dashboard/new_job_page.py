@@ -1,4 +1,4 @@
-"""New job: pick a script, fill its fields, submit. Validation is ``jobs.validate``, exactly as for the CLI.
+"""New job: pick a script, fill its fields, submit through ``service.submit``, as the CLI and the API do.
 
 The form comes from the script's pydantic ``Params`` model when it has one (plus the Job fields mlqueue
 itself reads); everything else, or everything for a script without ``Params``, is a JSON object editor.
@@ -15,7 +15,7 @@ from typing import Any
 
 from dash import ALL, Input, Output, State, dcc, html, no_update
 
-from mlqueue import jobs, orders, outcomes, scripts
+from mlqueue import jobs, orders, outcomes, scripts, service
 from mlqueue.dashboard import job_form
 from mlqueue.dashboard.common import Ctx, message
 
@@ -286,13 +286,12 @@ def register(ctx: Ctx) -> None:
             return answer(result=message("Fix the fields marked in red; nothing was submitted.", "error"))
         doc = found
         try:
-            valid = jobs.validate(doc, "form", ctx.settings)
+            [job_id] = service.submit([doc], "dashboard", ctx.settings, where=["form"])
         except jobs.JobError as exc:
             by_field, extra, general = assign_errors(str(exc), set(names), set(doc) - set(names))
             errors.update(by_field)
             note = message("The Job was refused; nothing was submitted. " + " ".join(general), "error")
             return answer("; ".join(extra), note)
-        [job_id] = orders.submit([valid], by="dashboard", settings=ctx.settings)
         link = dcc.Link(job_id, href=ctx.href(f"/job/{job_id}"), id="new-job-link")
         return answer(result=html.Div(["Submitted job ", link], className="message ok"))
 

@@ -1,0 +1,184 @@
+"""The use cases: everything a person can ask of an HQ, written once for every interface.
+
+The CLI (through ``client.LocalClient``), the HTTP API (``mlqueue/api/<resource>.py``) and the
+dashboard all call these functions, so "validate, then store" or "an Order with its Job" cannot drift
+apart between them. A use case takes plain arguments plus ``settings`` (and ``by``, who asks, when it
+changes something), returns plain data (dicts of store values; the API makes them JSON), and raises
+only ``mlqueue.errors`` (``InvalidInput`` 422, ``NotFound`` 404, ``Conflict`` 409), which every
+interface reports the same way. Nothing here knows about HTTP, click or Dash.
+
+To add a use case:
+  1. write ``def verb_noun(..., settings: Settings) -> ...`` here, calling the module that owns the
+     data (``orders``, ``outcomes``, ``datasets``, ...), never the store directly in new code;
+  2. expose it: a route in ``mlqueue/api/<resource>.py`` (one ``include_router`` line in
+     ``mlqueue/api/__init__.py`` for a new resource), a method of the same name on both
+     ``LocalClient`` and ``HttpClient`` in ``mlqueue/client.py``, and the CLI command calling the client;
+  3. add it to the contract tests, which run every client method over both clients.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from bson import ObjectId
+from bson.errors import InvalidId
+
+from mlqueue import house, jobs, orders, outcomes, scripts, store
+from mlqueue.errors import Conflict, NotFound
+from mlqueue.settings import Settings
+
+# --------------------------------------------------------------------------- Jobs and Orders
+
+
+def submit(documents: list[Any], by: str, settings: Settings, where: list[str] | None = None) -> list[str]:
+    """Validate every Job (one bad Job refuses them all, ``InvalidInput``), then store and queue them.
+
+    ``where`` names each document in error messages (file names for the CLI); default ``jobs[i]``.
+    """
+    labels = where or [f"jobs[{i}]" for i in range(len(documents))]
+    valid = jobs.validate_all(list(zip(labels, documents, strict=True)), settings)
+    return orders.submit(valid, by=by, settings=settings)
+
+
+def find_order(job_id: str, settings: Settings) -> dict[str, Any]:
+    """The Order of a Job, by full id or unique prefix; ``NotFound`` otherwise."""
+    try:
+        return orders.get(job_id, settings)
+    except orders.OrderError as exc:
+        raise NotFound(str(exc)) from None
+
+
+def job(job_id: str, settings: Settings) -> dict[str, Any] | None:
+    """The Job document as submitted (without ``_id``), or None."""
+    try:
+        oid = ObjectId(job_id)
+    except (InvalidId, TypeError):
+        return None
+    return store.db(settings).jobs.find_one({"_id": oid}, {"_id": 0})
+
+
+def show(job_id: str, settings: Settings, metrics: int | None = None) -> dict[str, Any]:
+    """One Order (state, history, log, metrics, Outcome) with its Job under ``job``, and why it waits.
+
+    ``metrics`` keeps only that many of the latest metric reports (None: all kept).
+    """
+    order = find_order(job_id, settings)
+    order.pop("_id", None)
+    if metrics is not None:
+        order["metrics"] = order.get("metrics", [])[-metrics:] if metrics else []
+    order["job"] = job(order["jobId"], settings)
+    return house.with_reason(order, settings)
+
+
+def job_and_state(job_id: str, settings: Settings) -> dict[str, Any]:
+    """A Job's fields and its Order's state."""
+    order = find_order(job_id, settings)
+    return {"jobId": order["jobId"], "state": order["state"], "job": job(order["jobId"], settings) or {}}
+
+
+def states(job_ids: list[str], settings: Settings) -> dict[str, str]:
+    """The state of each named Job's Order (unknown ids are left out)."""
+    found = store.db(settings).orders.find({"jobId": {"$in": job_ids}}, {"jobId": 1, "state": 1})
+    return {o["jobId"]: o["state"] for o in found}
+
+
+def cancel(job_id: str, by: str, settings: Settings) -> dict[str, Any]:
+    """Cancel a Job that has not finished (``Conflict`` if it has); a running one stops within a heartbeat."""
+    order = find_order(job_id, settings)
+    try:
+        return orders.cancel(order["jobId"], by=by, settings=settings)
+    except orders.OrderError as exc:
+        raise Conflict(str(exc)) from None
+
+
+def requeue(job_id: str, by: str, settings: Settings) -> dict[str, str]:
+    """Run a Job again: ``{"jobId": the Job that will run, "requeuedFrom": the one asked for}``."""
+    order = find_order(job_id, settings)
+    try:
+        new_id = orders.requeue(order["jobId"], by=by, settings=settings)
+    except orders.OrderError as exc:
+        raise Conflict(str(exc)) from None
+    return {"jobId": new_id, "requeuedFrom": order["jobId"]}
+
+
+def final_order(job_id: str, settings: Settings) -> dict[str, Any] | None:
+    """The Order if it is final (without history and metrics), else None."""
+    return store.db(settings).orders.find_one({"jobId": job_id, "state": {"$in": list(orders.FINAL)}},
+                                               {"metrics": 0, "history": 0})
+
+
+def jobs_page(settings: Settings, where: dict[str, Any], offset: int, limit: int) -> list[dict[str, Any]]:
+    """Jobs as submitted, newest first, each with ``jobId``."""
+    docs = store.db(settings).jobs.find(where).sort("_id", -1).skip(offset).limit(limit)
+    return [{"jobId": str(d.pop("_id")), **d} for d in docs]
+
+
+def orders_page(settings: Settings, where: dict[str, Any] | None = None, offset: int = 0,
+                limit: int = 50) -> list[dict[str, Any]]:
+    """Orders (without history and metrics) with their Jobs, newest first."""
+    return outcomes.order_page(settings, where or {}, offset, limit)
+
+
+# --------------------------------------------------------------------------- results
+
+
+def results(settings: Settings, sort: str = "loss", descending: bool = False, state: str | None = None,
+            limit: int | None = None, ids: list[str] | None = None) -> list[dict[str, Any]]:
+    """Every Job (finished or not) with its Outcome and hyperparameters, best first."""
+    query = {"jobId": {"$in": ids}} if ids else None
+    return outcomes.results(settings, sort=sort, descending=descending, state=state, limit=limit, query=query)
+
+
+def outcomes_page(settings: Settings, sort: str, descending: bool, match: dict[str, Any],
+                  job_ids: list[str] | None, offset: int, limit: int) -> list[dict[str, Any]]:
+    """Finished Jobs, best first: rows with the sort field in order, then the rest newest first."""
+    return outcomes.page(settings, sort=sort, descending=descending, match=match, job_ids=job_ids,
+                         offset=offset, limit=limit)
+
+
+def job_ids_where(settings: Settings, where: dict[str, Any]) -> list[str]:
+    """Ids of the Jobs whose Orders match ``where`` (projectName, scriptName, sweepId...)."""
+    return outcomes.job_ids(settings, where)
+
+
+# --------------------------------------------------------------------------- the farm
+
+
+def status(settings: Settings) -> dict[str, Any]:
+    """Orders counted by state, the workers, and why queued Jobs wait (what ``mlqueue status`` shows)."""
+    found = outcomes.workers(settings)
+    return {"orders": outcomes.state_counts(settings), "workers": found, "waiting": house.waiting(settings, found)}
+
+
+def workers(settings: Settings) -> list[dict[str, Any]]:
+    """Registered workers, their capabilities, what each runs and its heartbeat's age."""
+    return outcomes.workers(settings)
+
+
+def worker_counts(settings: Settings) -> dict[str, int]:
+    """Workers registered, and those online with a fresh heartbeat (cheap: two counts)."""
+    fresh_since = orders.now() - timedelta(seconds=settings.lost_after)
+    d = store.db(settings)
+    return {"online": d.workers.count_documents({"online": True, "lastHeartbeat": {"$gte": fresh_since}}),
+            "registered": d.workers.count_documents({})}
+
+
+# --------------------------------------------------------------------------- scripts and datasets
+
+
+def scripts_list(settings: Settings) -> list[dict[str, Any]]:
+    """The scripts a Job may name: pushed bundles (which override) and built-in files."""
+    return scripts.available(settings)
+
+
+def script_check(name: str, settings: Settings) -> None:
+    """``NotFound`` unless a Job could run the script ``name``."""
+    scripts.resolve(name, settings)
+
+
+def datasets_list(settings: Settings, project: str | None = None) -> list[dict[str, Any]]:
+    """Datasets in the store, newest version of each."""
+    from mlqueue import datasets
+
+    return datasets.listing(project, settings=settings)
