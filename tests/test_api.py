@@ -254,7 +254,7 @@ def test_every_route_but_health_and_login_refuses_a_missing_or_wrong_token(api: 
     routes = _routes(api.app)
     assert len(routes) >= 20 and ("POST", "/scripts/toy/run") in routes and ("GET", "/docs") in routes
     assert ("GET", "/ui") in routes or ("GET", "/ui/") in routes
-    public = {"/health", "/login"}
+    public = set(api_module.security.PUBLIC_PATHS)  # /health, /login, /machines/join (the invite is the key)
     anonymous, wrong = api.http(token=None), api.http(token="not-the-token")
     wrong_cookie = httpx.Client(base_url=api.url, cookies={api_module.COOKIE: "nope"})
     checked = 0
