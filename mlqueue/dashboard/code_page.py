@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import re
 import secrets
+from datetime import timedelta
 from typing import Any
 
 import dash
@@ -49,8 +50,10 @@ def version_options(found: list[dict[str, Any]]) -> list[dict[str, str]]:
 
 
 def machine_options(ctx: Ctx) -> list[dict[str, str]]:
-    """"Any free machine", then every online worker by name."""
-    online = store.db(ctx.settings).workers.find({"online": True}, {"name": 1, "_id": 0}).sort("name", 1)
+    """"Any free machine", then every online worker (heartbeat fresh) by name."""
+    fresh = orders.now() - timedelta(seconds=3 * ctx.settings.heartbeat_every)
+    online = store.db(ctx.settings).workers.find({"online": True, "lastHeartbeat": {"$gte": fresh}},
+                                                 {"name": 1, "_id": 0}).sort("name", 1)
     return [{"label": "any free machine", "value": ANY_MACHINE}] + [{"label": w["name"], "value": w["name"]}
                                                                     for w in online]
 
