@@ -78,6 +78,8 @@ class Params(BaseModel):
     loss: Loss = Field("mse", description="training loss; binary_crossentropy for a 0/1 target")
     l1: float = Field(0.0, ge=0, description="L1 kernel regularisation on every Dense layer")
     l2: float = Field(0.0, ge=0, description="L2 kernel regularisation on every Dense layer")
+    checkpointEveryEpochs: int | None = Field(None, ge=0, description="save a checkpoint every N epochs (an "
+                                              "interrupted Job resumes from it); unset: adaptive, 0: never")
     batchSize: int = Field(32, ge=1, description="rows per gradient step (capped at the training rows)")
     epochs: int = Field(100, ge=1, le=1_000_000, description="most passes over the training rows")
     patienceRate: float = Field(0.1, ge=0, le=1, description="early stopping: patience = patienceRate × epochs "

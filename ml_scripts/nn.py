@@ -88,7 +88,7 @@ if __package__ in (None, "") or importlib.util.find_spec("ml_scripts") is None:
     # run as `python ml_scripts/X.py`, or loaded from its file without the package installed
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from ml_scripts import _nn_params  # noqa: E402 - needs the path fix above
+from ml_scripts import _nn_checkpoints, _nn_params  # noqa: E402 - needs the path fix above
 from ml_scripts._common import (  # noqa: E402 - needs the path fix above
     JobError,
     Outcome,
@@ -578,19 +578,23 @@ class FitResult:
 
 
 def train_split(cfg: NNConfig, prepared: Prepared, report: Report, fold: int | None,
-                weights_path: Path | None) -> tuple[FitResult, Any]:
+                weights_path: Path | None, plan: _nn_checkpoints.Plan | None = None) -> tuple[FitResult, Any]:
     """Train one model on a prepared split; return its evaluation on the score rows and the model."""
     import keras
 
     keras.utils.set_random_seed(cfg.seed)
     n_features = prepared.fit_x.shape[1]
     model = build_model(cfg, n_features, prepared.fit_y)
+    if plan:
+        plan.restore_model(model)
     batch = min(cfg.batch_size, len(prepared.fit_x))
-    callbacks = _epoch_callbacks(model, prepared, report, fold) + _control_callbacks(cfg, weights_path)
+    controls = _control_callbacks(cfg, weights_path)
+    callbacks = _epoch_callbacks(model, prepared, report, fold) + controls + \
+        ([plan.callback(report, controls)] if plan else [])
     started = time.perf_counter()
     history = model.fit(_training_dataset(prepared.fit_x, prepared.fit_y, batch, cfg.seed), epochs=cfg.epochs,
                         steps_per_epoch=math.ceil(len(prepared.fit_x) / batch), callbacks=callbacks,
-                        shuffle=False, verbose=0)
+                        shuffle=False, verbose=0, initial_epoch=plan.initial_epoch if plan else 0)
     seconds = time.perf_counter() - started
     if weights_path is not None and cfg.save_weights_at_end:
         model.save_weights(str(weights_path))
@@ -759,12 +763,13 @@ def _write_architecture(model: Any, path: Path) -> None:
     path.write_text(json.dumps(json.loads(model.to_json()), indent=2))
 
 
-def _run_holdout(cfg: NNConfig, data: Dataset, report: Report, device: str) -> Outcome:
+def _run_holdout(cfg: NNConfig, data: Dataset, report: Report, device: str,
+                 plan: _nn_checkpoints.Plan | None = None) -> Outcome:
     """Train once on the training split, keep the weights, score the validation split."""
     prepared = preprocess(cfg, data, holdout_split(cfg, data.target))
     weights = cfg.write_path / WEIGHTS_FILE
     architecture = cfg.write_path / ARCHITECTURE_FILE
-    result, model = train_split(cfg, prepared, report, None, weights)
+    result, model = train_split(cfg, prepared, report, None, weights, plan)
     _write_architecture(model, architecture)
     outcome = _holdout_outcome(cfg, data, result, device, prepared.kept_features)
     outcome["rows"] = {**data.rows, "train": len(prepared.fit_x), "validation": len(prepared.stop_x)}
@@ -807,7 +812,7 @@ def run(job: dict[str, Any], report: Report) -> Outcome:
             if cfg.cross_validate_only:
                 outcome = _run_cv(cfg, data, report, device)
             else:
-                outcome = _run_holdout(cfg, data, report, device)
+                outcome = _run_holdout(cfg, data, report, device, _nn_checkpoints.Plan.from_job(job))
     except JobError as exc:
         return exc.outcome()
     return json_safe(outcome)

@@ -153,7 +153,7 @@ def status(fmt: str) -> None:
     if fmt == "json":
         click.echo(tables.to_json({"orders": counts, "workers": workers, "waiting": report.get("waiting", [])}))
         return
-    worker_rows = [{"worker": w["name"], "host": w.get("host"), "online": w.get("online"),
+    worker_rows = [{"worker": w["name"], "host": w.get("host"), "online": w.get("online"), "state": w.get("state"),
                     "running": w.get("currentJob"), "heartbeat_age_s": w.get("heartbeatAgeSeconds"),
                     "jobs_done": w.get("jobsDone"), "cpus": w.get("capabilities", {}).get("cpus")}
                    for w in workers]
@@ -163,7 +163,7 @@ def status(fmt: str) -> None:
         return
     click.echo("Orders: " + "  ".join(f"{s} {n}" for s, n in counts.items()))
     click.echo("")
-    click.echo(tables.table(worker_rows, ["worker", "host", "online", "running", "heartbeat_age_s",
+    click.echo(tables.table(worker_rows, ["worker", "host", "online", "state", "running", "heartbeat_age_s",
                                           "jobs_done", "cpus"]))
     from mlqueue.house_cli import print_house
 

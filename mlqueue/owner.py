@@ -43,6 +43,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 import psutil
+from celery import signals
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from mlqueue import orders, store
@@ -84,14 +85,20 @@ class Policy(BaseModel):
         return None if inside else f"outside working hours {self.hours}"
 
 
-def decide(policy: Policy, hq_action: str | None, owner_reason: str | None) -> tuple[str, str | None, str | None]:
-    """(mode, state, reason): mode is run | pause | yield | drain; state is what ``status`` shows."""
+def decide(policy: Policy, hq_action: str | None, owner_reason: str | None,
+           outside_hours: str | None = None) -> tuple[str, str | None, str | None]:
+    """(mode, state, reason): mode is run | pause | yield | drain; state is what ``status`` shows.
+
+    Outside its ``hours`` a worker follows its owner policy; with ``ignore`` it drains.
+    """
     if hq_action == "pause":
         return "pause", PAUSED, "paused from the HQ"
     if hq_action == "drain":
         return "drain", DRAINING, "draining (asked by the HQ)"
     if owner_reason and policy.when_owner_active != "ignore":
         return policy.when_owner_active, OWNER_ACTIVE, f"{owner_reason}: {policy.when_owner_active}"
+    if outside_hours:
+        return "drain", DRAINING, outside_hours
     return "run", None, None
 
 
@@ -163,7 +170,7 @@ class OwnerWatch:
         worker = store.db(self.settings).workers.find_one({"name": self.name}, {"control": 1}) or {}
         hq_action = (worker.get("control") or {}).get("action")
         owner = self.owner_reason() if self.policy.when_owner_active != "ignore" else None
-        mode, state, reason = decide(self.policy, hq_action, owner)
+        mode, state, reason = decide(self.policy, hq_action, owner, self.policy.outside_hours(datetime.now()))
         if mode == "run":
             self._resume_all()
             self._consume(True)
@@ -249,11 +256,23 @@ def policy_or_exit(settings: Settings) -> Policy:
                          "or the MLQUEUE_WHEN_OWNER_ACTIVE/IDLE_AFTER/HOURS/MAX_PAUSE settings)") from None
 
 
+_watch: OwnerWatch | None = None
+
+
 def start(name: str, settings: Settings, consumer: Any, stop: threading.Event) -> OwnerWatch:
     """Start the owner thread of a worker (called once its Celery consumer is ready)."""
-    watch = OwnerWatch(name, settings, consumer, policy_or_exit(settings))
-    watch.start(stop)
-    return watch
+    global _watch
+    _watch = OwnerWatch(name, settings, consumer, policy_or_exit(settings))
+    _watch.start(stop)
+    return _watch
+
+
+@signals.worker_shutting_down.connect
+def _on_shutting_down(**_: Any) -> None:
+    """A warm shutdown waits for running Jobs: a suspended one must run again (or it would wait forever)."""
+    if _watch is not None:
+        for paused in list(_watch.paused.values()):
+            signal_tree(paused.order["pid"], signal.SIGCONT)
 
 
 # Values of ``celery worker --when-owner-active/--idle-after/--hours/--max-pause`` (see ``add_worker_options``).

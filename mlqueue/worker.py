@@ -268,6 +268,8 @@ class Attempt:
             raise JobInterrupted(self.stop_reason)
         if checkpoint is not None:
             self._save_checkpoint(checkpoint, metrics.get("epoch"))
+            if set(metrics) <= {"epoch", "step"}:   # a checkpoint alone: the epoch's metrics came already
+                return
         metrics = json_safe(metrics)
         answer = orders.record_metrics(self.order, metrics, self.settings)
         if answer == "lost":
