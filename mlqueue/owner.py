@@ -46,13 +46,14 @@ import psutil
 from celery import signals
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
-from mlqueue import orders, store
+from mlqueue import orders, routing, store
 from mlqueue.owner_probes import Probe, probes_for
 from mlqueue.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
 HOURS_RE = re.compile(r"^([01]?\d|2[0-3]):([0-5]\d)-([01]?\d|2[0-3]):([0-5]\d)$")
 PAUSED, OWNER_ACTIVE, DRAINING = "paused", "owner active", "draining"
+RECANCEL_AFTER = 3.0   # seconds: a queue still consumed this long after its cancel was sent is cancelled again
 
 
 class Policy(BaseModel):
@@ -137,7 +138,7 @@ class OwnerWatch:
         self.name, self.settings, self.consumer, self.policy = name, settings, consumer, policy
         self.probes = probes_for(settings) if probes is None else probes
         self.paused: dict[str, _Paused] = {}
-        self.cancelled_queues: list[str] = []
+        self.cancelled: dict[str, float] = {}   # queue -> when its cancel was sent
         self.published: tuple[str | None, str | None] | None = None
 
     def start(self, stop: threading.Event) -> None:
@@ -188,25 +189,37 @@ class OwnerWatch:
     # ----------------------------------------------------------------- taking Jobs
 
     def _consume(self, on: bool) -> None:
-        if self.consumer is None or getattr(self.consumer, "task_consumer", None) is None:
+        """Stop or restart taking Jobs, on every queue this worker consumes.
+
+        While held, a queue added meanwhile (``routing``: a new requirement class, a capability change)
+        is cancelled at the next tick too. On resume the worker consumes what ``routing`` wants now
+        (without routing: the queues it cancelled).
+        """
+        consumer = self.consumer
+        if consumer is None or getattr(consumer, "task_consumer", None) is None:
             return
-        if not on and not self.cancelled_queues:
-            self.cancelled_queues = [q.name for q in self.consumer.task_consumer.queues] or [self.settings.queue]
-            for queue in self.cancelled_queues:
-                self.consumer.call_soon(self.consumer.cancel_task_queue, queue)
-            log.info("owner watch: no new Jobs (stopped consuming %s)", ", ".join(self.cancelled_queues))
-        elif on and self.cancelled_queues:
-            for queue in self.cancelled_queues:
-                self.consumer.call_soon(self.consumer.add_task_queue, queue)
-            log.info("owner watch: taking Jobs again (%s)", ", ".join(self.cancelled_queues))
-            self.cancelled_queues = []
+        if not on:
+            now = time.monotonic()
+            consumed = [q.name for q in consumer.task_consumer.queues]
+            fresh = [q for q in consumed if now - self.cancelled.get(q, -1e9) > RECANCEL_AFTER]
+            for queue in fresh:
+                consumer.call_soon(consumer.cancel_task_queue, queue)
+                self.cancelled[queue] = now
+            if fresh:
+                log.info("owner watch: no new Jobs (stopped consuming %s)", ", ".join(fresh))
+        elif self.cancelled:
+            subscriptions = routing.subscriptions()
+            queues = sorted(subscriptions.queues) if subscriptions and subscriptions.queues else sorted(self.cancelled)
+            for queue in queues:
+                consumer.call_soon(consumer.add_task_queue, queue)
+            log.info("owner watch: taking Jobs again (%s)", ", ".join(queues))
+            self.cancelled = {}
 
     # ----------------------------------------------------------------- the running Jobs
 
     def _held(self) -> list[dict[str, Any]]:
-        return list(store.db(self.settings).orders.find(
-            {"worker": self.name, "state": {"$in": list(orders.HELD)}},
-            {"jobId": 1, "delivery": 1, "attempts": 1, "state": 1, "pid": 1, "host": 1, "deadline": 1}))
+        return list(store.db(self.settings).orders.find(   # whole Orders: a yield needs their routing fields
+            {"worker": self.name, "state": {"$in": list(orders.HELD)}}, {"metrics": 0, "log": 0, "history": 0}))
 
     def _pause(self, held: list[dict[str, Any]], reason: str) -> None:
         for order in held:
