@@ -43,6 +43,19 @@ method: random
 seed: 5
 budget: {maxTrials: 10, maxParallel: 2}
 """
+LIVE = '''\
+"""A training that prints and reports every epoch: what the running-Job and Machines pages show live."""
+import time
+
+
+def run(job, report):
+    for epoch in range(1, 61):
+        loss, val_loss = 2.0 / epoch + 0.1, 2.4 / epoch + 0.15
+        print(f"epoch {epoch}/60  loss {loss:.4f}  val_loss {val_loss:.4f}", flush=True)
+        report(epoch=epoch, loss=loss, val_loss=val_loss)
+        time.sleep(2)
+    return {"status": 200, "loss": val_loss}
+'''
 OVERFLOW = """() => {
   const width = document.documentElement.clientWidth;
   const clipped = e => {  // inside a box that clips or scrolls and itself fits: not past the window's edge
@@ -135,9 +148,10 @@ def stock(farm: Farm, tmp_path: Path) -> Stocked:
         thread.join(10)
     for job_id in [trained, *toys, failed]:
         farm.wait_final(job_id)
-    [running] = farm.submit({"scriptName": "toy", "projectName": "live", "lr": 0.3, "epochs": 60,
-                             "sleepSeconds": 120, "printLines": 3})
-    wait_for(lambda: (farm.order(running).get("latestMetrics") or {}).get("epoch", 0) >= 2, what="a running Job")
+    (tmp_path / "live.py").write_text(LIVE)
+    scripts.push(tmp_path / "live.py", "live", farm.settings)
+    [running] = farm.submit({"scriptName": "live", "projectName": "wine", "learningRate": 0.01})
+    wait_for(lambda: (farm.order(running).get("latestMetrics") or {}).get("epoch", 0) >= 4, what="a running Job")
     return Stocked(trained=trained, failed=failed, running=running, sweep=sweep_id)
 
 
