@@ -113,6 +113,9 @@ def where_to_look(home: Path) -> None:
     lines += [
         f"  results         : MLQUEUE_HOME={home} .venv/bin/mlqueue results",
         f"  status          : MLQUEUE_HOME={home} .venv/bin/mlqueue status",
+        f"  the sweep       : MLQUEUE_HOME={home} .venv/bin/mlqueue sweep status   (every sweep: sweep list)",
+        f"  one Job         : MLQUEUE_HOME={home} .venv/bin/mlqueue show ID        (ids: the first column of results)",
+        "  (from this directory `.venv/bin/mlqueue ...` alone finds the demo's HQ, while ~/.mlqueue has none)",
         f"  logs            : {home / 'logs'}",
         "  join another machine: see the command printed in " + str(home / "logs" / "hq.out"),
         "  stop everything : make stop",

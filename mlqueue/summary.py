@@ -24,7 +24,9 @@ def _when(value: Any) -> str:
 
 
 def short(value: Any) -> str:
-    """One value on one line: numbers rounded, long lists and objects abbreviated."""
+    """One value on one line: numbers rounded, dates plain, long lists and objects abbreviated."""
+    if isinstance(value, datetime):
+        return _when(value)
     if isinstance(value, float):
         return f"{value:.6g}"
     if isinstance(value, list) and len(value) > LIST_SHOWN and all(not isinstance(v, dict | list) for v in value):
