@@ -3,7 +3,8 @@
 The tally needs to know how often a Job really ran, not just what its Order says: every execution
 inserts a row when it starts and marks it when its script returns, so a Job run twice (or run again
 after it already had its Outcome) shows up as two rows. Fields: ``seconds`` (total sleep, default
-0.5), ``steps`` (how many progress reports, default one per 0.25 s), ``writeBytes`` (write that many
+0.5), ``steps`` (how many progress reports, default one per 0.25 s), ``silent`` (no reports:
+a late result is only noticed when it is delivered), ``writeBytes`` (write that many
 bytes into ``writePath`` first, to fill a disk).
 """
 
@@ -33,7 +34,8 @@ def run(job: dict[str, Any], report: Any) -> dict[str, Any]:
     steps = int(job.get("steps") or max(1, round(seconds / STEP)))
     for step in range(steps):
         time.sleep(seconds / steps)
-        report(step=step + 1, loss=1.0 / (step + 1))
+        if not job.get("silent"):
+            report(step=step + 1, loss=1.0 / (step + 1))
         try:  # how far this execution got, for "work re-done" should it be killed now
             runs.update_one({"_id": run_id}, {"$set": {"lastAt": datetime.now(UTC)}})
         except store.TRANSIENT:
