@@ -19,6 +19,8 @@ import time
 from collections import deque
 from contextvars import ContextVar
 
+from mlqueue.errors import MlqueueError
+
 FULL, READ = "full", "read"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 MAX_FAILURES = 10
@@ -27,8 +29,10 @@ WINDOW = 60.0
 current_role: ContextVar[str] = ContextVar("mlqueue_role", default=FULL)
 
 
-class ReadOnly(PermissionError):
+class ReadOnly(MlqueueError, PermissionError):
     """A read-only token tried to change something; the message says which token can."""
+
+    status = 403
 
 
 def read_only_message(what: str) -> str:

@@ -130,6 +130,7 @@ class Settings(BaseSettings):
     redis_password: str | None = None
     token: str | None = None
     read_token: str | None = None  # views results and the dashboard, changes nothing (see mlqueue.access)
+    wrong_token_limit: int = 10  # wrong tokens per client address per minute before it gets 429
 
     @classmethod
     def settings_customise_sources(

@@ -26,7 +26,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import HTMLResponse
 from fastapi.security import APIKeyCookie, HTTPBearer
 
-from mlqueue import __version__, code_api, logs_api, machines_api, seeds_api, workers_api
+from mlqueue import __version__, access, code_api, logs_api, machines_api, seeds_api, workers_api
 from mlqueue.api import datasets, health, jobs, orders, outcomes, problems, scripts, security, workers
 from mlqueue.api.deps import plain
 from mlqueue.api.problems import ERRORS, Problem, problem
@@ -79,7 +79,8 @@ def create_app(settings: Settings, dashboard: bool = True) -> FastAPI:
     if dashboard:
         mount_dashboard(app, settings)
     app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
-    app.add_middleware(TokenGate, token=settings.token)
+    app.state.limiter = access.FailureLimiter(settings.wrong_token_limit)  # shared by the gate and /login
+    app.add_middleware(TokenGate, token=settings.token, read_token=settings.read_token, limiter=app.state.limiter)
     app.add_middleware(CORSMiddleware, allow_origins=allowed_origins(settings), allow_credentials=True,
                        allow_methods=["GET", "POST"], allow_headers=["Authorization", "Content-Type"])
     return app

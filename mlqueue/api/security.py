@@ -3,6 +3,8 @@
 Every route but ``/health`` and ``/login`` needs the HQ's token, as ``Authorization: Bearer TOKEN`` or
 the ``mlqueue_token`` cookie that ``/login`` sets for browsers. ``TokenGate`` checks it before routing,
 so a request without it does nothing at all. ``BodyLimit`` refuses bodies over the cap with 413.
+The gate also knows the read-only token (its requests may look, not change: see ``mlqueue.access``)
+and brakes guessing: too many wrong tokens from one address and it answers 429 for a while.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from mlqueue import access
 from mlqueue.api.deps import SettingsDep
 from mlqueue.api.problems import problem
 
@@ -61,17 +64,36 @@ class TokenGate:
     Browsers (a GET that accepts HTML) are sent to ``/login`` instead of getting a bare 401.
     """
 
-    def __init__(self, app: ASGIApp, token: str) -> None:
+    def __init__(self, app: ASGIApp, token: str, read_token: str | None = None,
+                 limiter: access.FailureLimiter | None = None) -> None:
         self.app = app
         self.token = token
+        self.read_token = read_token
+        self.limiter = limiter or access.FailureLimiter()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in PUBLIC_PATHS or scope["method"] == "OPTIONS":
             await self.app(scope, receive, send)
             return
-        if token_matches(_token_from(scope), self.token):
-            await self.app(scope, receive, send)
+        client = client_of(scope)
+        wait = self.limiter.retry_after(client)
+        if wait is not None:
+            await too_many(wait)(scope, receive, send)
             return
+        given = _token_from(scope)
+        role = access.role_for(given, self.token, self.read_token)
+        if role == access.READ and not access.read_may(scope["method"], scope["path"]):
+            await problem(403, access.read_only_message(f"{scope['method']} {scope['path']}"))(scope, receive, send)
+            return
+        if role is not None:
+            reset = access.current_role.set(role)  # the dashboard's use cases check it (access.require_write)
+            try:
+                await self.app(scope, receive, send)
+            finally:
+                access.current_role.reset(reset)
+            return
+        if given is not None:
+            self.limiter.failed(client)
         if _wants_html(scope):
             path = scope["path"] + (f"?{scope['query_string'].decode()}" if scope.get("query_string") else "")
             response: Response = RedirectResponse(f"/login?next={quote(path, safe='')}", status_code=303)
@@ -83,6 +105,17 @@ class TokenGate:
                                "from the HQ's config.json (key \"token\"), or log in at /login",
                                headers={"WWW-Authenticate": "Bearer"})
         await response(scope, receive, send)
+
+
+def client_of(scope: Scope) -> str:
+    """The caller's address, which wrong tokens are counted against."""
+    client = scope.get("client")
+    return str(client[0]) if client else "?"
+
+
+def too_many(wait: float) -> Response:
+    return problem(429, f"too many wrong tokens from this address: wait {wait:.0f} s before trying again",
+                   headers={"Retry-After": str(int(wait + 0.999))})
 
 
 class BodyLimit:
@@ -152,7 +185,14 @@ async def login(request: Request, settings: SettingsDep) -> Response:
         form = parse_qs(raw)
         given, target = (form.get("token") or [""])[0].strip(), (form.get("next") or [""])[0]
     target = _safe_next(target)
-    if not token_matches(given or None, settings.token or ""):
+    limiter: access.FailureLimiter | None = getattr(request.app.state, "limiter", None)
+    client = client_of(request.scope)
+    wait = limiter.retry_after(client) if limiter else None
+    if wait is not None:
+        return too_many(wait)
+    if access.role_for(given or None, settings.token or "", settings.read_token) is None:
+        if limiter:
+            limiter.failed(client)
         if "text/html" in request.headers.get("accept", ""):
             return HTMLResponse(_login_page(target, "That is not this HQ's token."), status_code=401)
         return problem(401, "wrong token: use the token from the HQ's config.json (key \"token\")")
