@@ -356,6 +356,7 @@ def test_generated_requests_never_get_a_server_error(api: Served, farm: Farm) ->
                 calls.append(response.status_code)
                 assert response.status_code < 500, (case.method, case.formatted_path, case.query, case.body,
                                                      response.status_code, response.text[:500])
+                assert "Traceback" not in response.text and 'File "' not in response.text  # no stack trace
 
             check()
     assert operations >= 15 and len(calls) > 100

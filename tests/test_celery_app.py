@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pickle
 
+import pytest
 from conftest import Farm, wait_for
 from kombu import Connection, Exchange, Queue
 
@@ -29,3 +30,16 @@ def test_a_pickled_message_is_refused_logged_and_the_worker_keeps_working(farm: 
              what="the worker to refuse the pickled message")
     [job_id] = farm.submit({"scriptName": "toy"})
     assert farm.wait_final(job_id)["state"] == "succeeded" and worker.poll() is None
+
+
+def test_the_broker_refuses_a_client_without_its_password(farm: Farm) -> None:
+    import redis
+
+    url = farm.settings.broker_url
+    assert "@" in url, "Redis always runs with a password"
+    anonymous = redis.Redis.from_url("redis://" + url.split("@", 1)[1])
+    with pytest.raises(redis.AuthenticationError):
+        anonymous.ping()
+    wrong = redis.Redis.from_url("redis://:wrong@" + url.split("@", 1)[1])
+    with pytest.raises(redis.AuthenticationError):
+        wrong.ping()
