@@ -51,8 +51,10 @@ def varying_hyperparameters(ctx: Ctx, columns: list[tuple[str, str]], query: dic
         if query.get(column) and column in frame:
             frame = frame[frame[column].astype("string") == query[column]]
     recent = frame.sort_values("createdDate", ascending=False).head(VARYING_SAMPLE) if len(frame) else frame
-    return [c for c, _ in columns if c.startswith("job.") and c in recent
-            and recent[c].dropna().map(_comparable).nunique() > 1]
+    distinct = {c: recent[c].dropna().map(_comparable).nunique() for c, _ in columns
+                if c.startswith("job.") and c in recent}
+    # most values first: a search's parameters before a field one odd Job set differently
+    return sorted((c for c, n in distinct.items() if n > 1), key=lambda c: -distinct[c])
 
 
 def column_defs(columns: list[tuple[str, str]], shown: list[str]) -> list[dict[str, Any]]:
