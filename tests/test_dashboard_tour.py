@@ -118,7 +118,7 @@ TOUR: list[Stop] = [
     Stop("quality", lambda s: "quality", ".js-plotly-plot", "quality"),
     Stop("machines", lambda s: "machines", ".machine", "machines"),
     Stop("workers", lambda s: "workers", "#workers-grid .ag-row, .machine", "workers"),
-    Stop("code", lambda s: "code", "#code-editor", "code"),
+    Stop("code", lambda s: "code?script=trainer", "#code-diff .add", "code"),
     Stop("new job", lambda s: "new", "#field-epochs"),
     Stop("new nn job", lambda s: "new?script=nn", "#field-hiddenLayers", "new_job", _pick_nn),
 ]

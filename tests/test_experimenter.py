@@ -95,7 +95,7 @@ def test_write_save_run_on_a_machine_watch_it_live_then_edit_keeps_the_first_ver
     wait_for(lambda: page.evaluate("() => Array.from(document.querySelectorAll('.machine .js-plotly-plot'))"
                                    ".map(p => p._fullData ? p._fullData.map(t => (t.x || []).length) : [])")
              == [[1], [1]], what="the printed metric line on each machine's live chart")
-    hq.screenshot(page, "machines")
+    hq.screenshot(page, "experimenter_machines")
     page.click("#machines-invite")
     assert "mlqueue join 127.0.0.1:" in page.inner_text("#machines-invite-command")
     gate.touch()
@@ -123,7 +123,7 @@ def test_write_save_run_on_a_machine_watch_it_live_then_edit_keeps_the_first_ver
     page.wait_for_selector("#code-diff .del:has-text('hello {i}')")
     assert len(script_versions.versions("live_demo", farm.settings)) == 2
     assert_no_sideways_scroll(page)
-    hq.screenshot(page, "code")
+    hq.screenshot(page, "experimenter_code")
     assert farm.order(job_id)["script"]["sha256"] == first  # the first Job still records the first version
     assert farm.db.outcomes.find_one({"jobId": job_id})["script"]["sha256"] == first
 
