@@ -12,6 +12,10 @@ Celery delivery and the reaper can never both win. The final Outcome is written 
 winning move and then copied to the ``outcomes`` collection (unique per Job), so a crash between the two
 is repaired by the reaper and a Job can never get a second final Outcome.
 
+A worker that can start at once claims and starts in one move (``claim(..., start_with=...)``): the
+Order goes from unassigned to running in a single conditional update whose history still records both
+steps, so each Job costs the store one write to start, one to finish and one for the Outcome copy.
+
 Celery messages carry ``(jobId, delivery)``. A new ``delivery`` id is minted for every (re)queue; a
 message whose delivery is not the Order's current one is stale and is acknowledged and ignored.
 """
@@ -46,6 +50,7 @@ STATES = ACTIVE + FINAL
 STATUS_FOR_REASON = {"error": 500, "lost": 500, "timeout": 504, "cancelled": 499}
 METRICS_KEPT = 20000
 LOG_LINES_KEPT = 5000
+MARK_CHUNK = 50  # the embedded store matches ``$in`` in time that grows with the square of its length
 
 
 def now() -> datetime:
@@ -69,17 +74,20 @@ def _move(
     set_: dict[str, Any] | None = None,
     inc: dict[str, int] | None = None,
     known: dict[str, Any] | None = None,
+    via: tuple[str, str] | None = None,
 ) -> dict[str, Any] | None:
     """Atomically move the Order matching ``query`` to state ``to``; None if it no longer matches.
 
     With ``known`` (the Order as the caller last saw it) the write is a plain conditional update and the
     new document is computed locally: on the MongoDB server we embed, that is half the cost of a
-    find-and-modify, and it is paid on every Job.
+    find-and-modify, and it is paid on every Job. ``via`` = (state, why) passes through a state on the
+    way, in the same write: both steps are in the history, only the last one is ever visible.
     """
-    event = _event(to, by, why)
+    events = [_event(via[0], by, via[1])] if via else []
+    events.append(_event(to, by, why))
     update: dict[str, Any] = {
         "$set": {"state": to, "updatedDate": now(), **(set_ or {})},
-        "$push": {"history": event},
+        "$push": {"history": {"$each": events}},
     }
     if inc:
         update["$inc"] = inc
@@ -91,7 +99,7 @@ def _move(
     result = store.durable(lambda: orders_coll.update_one(query, update), f"move order to {to}", settings)
     if result.matched_count != 1:
         return None
-    after = {**known, **update["$set"], "history": [*known.get("history", []), event]}
+    after = {**known, **update["$set"], "history": [*known.get("history", []), *events]}
     for key, step in (inc or {}).items():
         after[key] = known.get(key, 0) + step
     return after
@@ -117,7 +125,11 @@ def note(job_id: str, by: str, why: str, settings: Settings | None = None) -> No
 
 
 def submit(jobs: list[dict[str, Any]], by: str = "cli", settings: Settings | None = None) -> list[str]:
-    """Store validated Jobs with their Orders, then queue them. Returns the new Job ids."""
+    """Store validated Jobs with their Orders, then queue them. Returns the new Job ids.
+
+    Jobs and Orders are written in batches (one write per collection however many Jobs), and the
+    messages are sent only once every Job is stored: all or nothing is queued.
+    """
     from mlqueue import datasets
     from mlqueue.access import require_write
 
@@ -126,41 +138,36 @@ def submit(jobs: list[dict[str, Any]], by: str = "cli", settings: Settings | Non
     datasets.require(jobs, settings)
     d = store.db(settings)
     created = now()
-    deliveries: dict[str, str] = {}
-    queues: dict[str, str] = {}
-    stored: list[dict[str, Any]] = []
-    for job in jobs:
-        doc = {k: v for k, v in job.items() if k != "_id"}
-        doc["createdDate"] = created
-        job_id = str(store.durable(lambda doc=doc: d.jobs.insert_one(doc).inserted_id, "store job", settings))
-        order = {
-            "jobId": job_id,
-            "state": UNASSIGNED,
-            "createdDate": created,
-            "updatedDate": created,
-            "attempts": 0,
-            "maxAttempts": int(job.get("maxAttempts") or settings.max_attempts),
-            "timeLimit": float(job.get("timeLimit") or settings.default_time_limit),
-            "scriptName": job["scriptName"],
-            "projectName": job.get("projectName", "default"),
-            "sweepId": job.get("sweepId"),
-            "delivery": new_delivery(),
-            "enqueuedAt": None,
-            "worker": None,
-            "outcome": None,
-            "history": [_event(UNASSIGNED, by, "submitted")],
-            "metrics": [],
-            "log": [],
-            **routing.place(job, settings),  # requires, requirementClass, pinnedWorker: which queue
-        }
-        store.durable(lambda order=order: d.orders.insert_one(order), "store order", settings)
-        deliveries[job_id] = order["delivery"]
-        queues[job_id] = routing.queue_of(order, settings)
-        stored.append(order)
-    routing.announce(stored, settings)  # workers that satisfy a new requirement class start consuming it
-    for job_id, delivery in deliveries.items():  # only once every Job is stored: all or nothing is queued
-        enqueue(job_id, delivery, settings, queues[job_id])
-    return list(deliveries)
+    docs = [{**{k: v for k, v in job.items() if k != "_id"}, "_id": ObjectId(), "createdDate": created} for job in jobs]
+    store.insert_all(d.jobs, docs, "store jobs", settings)
+    new_orders = [_new_order(str(doc["_id"]), job, created, by, settings) for doc, job in zip(docs, jobs, strict=True)]
+    store.insert_all(d.orders, new_orders, "store orders", settings)
+    routing.announce(new_orders, settings)  # workers that satisfy a new requirement class start consuming it
+    enqueue_all([(o["jobId"], o["delivery"], routing.queue_of(o, settings)) for o in new_orders], settings)
+    return [o["jobId"] for o in new_orders]
+
+
+def _new_order(job_id: str, job: dict[str, Any], created: datetime, by: str, settings: Settings) -> dict[str, Any]:
+    return {
+        "jobId": job_id,
+        "state": UNASSIGNED,
+        "createdDate": created,
+        "updatedDate": created,
+        "attempts": 0,
+        "maxAttempts": int(job.get("maxAttempts") or settings.max_attempts),
+        "timeLimit": float(job.get("timeLimit") or settings.default_time_limit),
+        "scriptName": job["scriptName"],
+        "projectName": job.get("projectName", "default"),
+        "sweepId": job.get("sweepId"),
+        "delivery": new_delivery(),
+        "enqueuedAt": None,
+        "worker": None,
+        "outcome": None,
+        "history": [_event(UNASSIGNED, by, "submitted")],
+        "metrics": [],
+        "log": [],
+        **routing.place(job, settings),  # requires, requirementClass, pinnedWorker: which queue
+    }
 
 
 def enqueue(job_id: str, delivery: str, settings: Settings | None = None, queue: str | None = None) -> bool:
@@ -168,63 +175,114 @@ def enqueue(job_id: str, delivery: str, settings: Settings | None = None, queue:
 
     If the broker is down the reaper sends it later.
     """
+    return enqueue_all([(job_id, delivery, queue)], settings) == 1
+
+
+def enqueue_all(messages: list[tuple[str, str, str | None]], settings: Settings | None = None) -> int:
+    """Send the messages ``(jobId, delivery, queue)`` of several Orders, then mark the sent ones in a few
+    writes; returns how many were sent.
+
+    The mark (``enqueuedAt``) only spares the reaper a re-send: a message sent twice carries the same
+    delivery, and the second one is ignored as a duplicate.
+    """
     from mlqueue.celery_app import app_for
 
     settings = settings or get_settings()
     try:
+        with app_for(settings).producer_or_acquire() as producer:  # one broker connection for the batch
+            sent = [(job_id, delivery) for job_id, delivery, queue in messages
+                    if _send(job_id, delivery, queue, settings, producer)]
+    except Exception as exc:  # noqa: BLE001 - no connection at all: every Order waits for the reaper
+        log.warning("could not queue %d job(s) now (%s); they stay unassigned and will be re-sent", len(messages), exc)
+        return 0
+    stamp = now()
+    for chunk in range(0, len(sent), MARK_CHUNK):  # delivery ids are unique: exactly the Orders just sent
+        part = sent[chunk:chunk + MARK_CHUNK]
+        store.db(settings).orders.update_many(
+            {"jobId": {"$in": [j for j, _ in part]}, "delivery": {"$in": [dl for _, dl in part]}},
+            {"$set": {"enqueuedAt": stamp}},
+        )
+    return len(sent)
+
+
+def _send(job_id: str, delivery: str, queue: str | None, settings: Settings, producer: Any) -> bool:
+    from mlqueue.celery_app import app_for
+
+    try:
         app_for(settings).send_task(
             "mlqueue.run_order", args=[job_id, delivery], task_id=delivery, queue=queue or settings.queue,
-            retry=True, retry_policy={"max_retries": 3, "interval_start": 0.2, "interval_step": 0.5},
+            producer=producer, retry=True,
+            retry_policy={"max_retries": 3, "interval_start": 0.2, "interval_step": 0.5},
         )
     except Exception as exc:  # noqa: BLE001 - the Order is safe in the store; the reaper re-sends
         log.warning("could not queue job %s now (%s); it stays unassigned and will be re-sent", job_id, exc)
         return False
-    store.db(settings).orders.update_one(
-        {"jobId": job_id, "delivery": delivery}, {"$set": {"enqueuedAt": now()}}
-    )
     return True
 
 
 # --------------------------------------------------------------------------- worker side
 
 
-def claim(job_id: str, delivery: str, worker: str, settings: Settings | None = None) -> dict[str, Any] | None:
+def claim(job_id: str, delivery: str, worker: str, settings: Settings | None = None,
+          start_with: dict[str, str] | None = None) -> dict[str, Any] | None:
     """Take an Order for this delivery. None means: stale or duplicate message, ignore it.
 
-    A running Order with this very delivery may be claimed again only when its holder is provably
-    gone: the holding process on this host has died (Celery re-delivers after a pool process
-    crash), or its heartbeat is older than ``lost_after``. Each such claim counts as a new attempt
-    and the lost one is recorded in the history.
+    With ``start_with`` (the identity of the script the worker has ready) the Order is claimed and
+    started in one move. A running Order with this very delivery may be claimed again only when its
+    holder is provably gone: the holding process on this host has died (Celery re-delivers after a
+    pool process crash), or its heartbeat is older than ``lost_after``. Each such claim counts as a new
+    attempt and the lost one is recorded in the history.
     """
     settings = settings or get_settings()
-    host, pid = socket.gethostname(), _pid()
-    base = {"worker": worker, "host": host, "pid": pid, "assignedDate": now(), "heartbeatAt": now()}
-    order = _move(
-        {"jobId": job_id, "delivery": delivery, "state": UNASSIGNED},
-        ASSIGNED, worker, "picked up", settings, set_=base, inc={"attempts": 1},
-    )
-    if order:
-        return order
-    current = store.durable(lambda: store.db(settings).orders.find_one({"jobId": job_id}), "read order", settings)
+    current = _read(job_id, settings)
+    if current is not None and current.get("delivery") == delivery and current["state"] == UNASSIGNED:
+        order = _take(current, {"jobId": job_id, "delivery": delivery, "state": UNASSIGNED}, worker,
+                      "picked up", settings, start_with)
+        if order:
+            return order
+        current = _read(job_id, settings)  # someone else moved it meanwhile
     if current is None:
         log.warning("message for unknown job %s ignored", job_id)
         return None
-    why = _holder_gone(current, delivery, host, settings)
+    why = _holder_gone(current, delivery, socket.gethostname(), settings)
     if why and counted_attempts(current) >= current.get("maxAttempts", settings.max_attempts):
         _close(current, FAILED, "lost", f"attempt {current['attempts']} lost ({why}); gave up after "
                f"{current['attempts']} attempts (maxAttempts)", worker, settings)
         return None
     if why:
-        order = _move(
+        order = _take(
+            current,
             {"jobId": job_id, "delivery": delivery, "state": current["state"], "pid": current.get("pid"),
              "heartbeatAt": current.get("heartbeatAt")},
-            ASSIGNED, worker, f"attempt {current.get('attempts')} lost ({why}); picked up again",
-            settings, set_=base, inc={"attempts": 1},
+            worker, f"attempt {current.get('attempts')} lost ({why}); picked up again", settings, start_with,
         )
         if order:
             return order
     _note(job_id, worker, f"duplicate delivery {delivery[:8]} ignored (order is {current['state']})", settings)
     return None
+
+
+def _read(job_id: str, settings: Settings) -> dict[str, Any] | None:
+    return store.durable(lambda: store.db(settings).orders.find_one({"jobId": job_id}), "read order", settings)
+
+
+def _take(current: dict[str, Any], query: dict[str, Any], worker: str, why: str, settings: Settings,
+          start_with: dict[str, str] | None) -> dict[str, Any] | None:
+    """The claiming move: to assigned, or through assigned to running when the script is ready."""
+    stamp = now()
+    set_ = {"worker": worker, "host": socket.gethostname(), "pid": _pid(), "assignedDate": stamp, "heartbeatAt": stamp}
+    if start_with is None:
+        return _move(query, ASSIGNED, worker, why, settings, set_=set_, inc={"attempts": 1}, known=current)
+    attempt = current.get("attempts", 0) + 1
+    return _move(query, RUNNING, worker, f"attempt {attempt} started", settings,
+                 set_={**set_, **_running(current, start_with, stamp)}, inc={"attempts": 1}, known=current,
+                 via=(ASSIGNED, why))
+
+
+def _running(order: dict[str, Any], script_identity: dict[str, str], started: datetime) -> dict[str, Any]:
+    """The fields a start sets: its deadline starts now."""
+    return {"startedDate": started, "heartbeatAt": started, "script": script_identity,
+            "deadline": started + timedelta(seconds=order["timeLimit"])}
 
 
 def _holder_gone(order: dict[str, Any], delivery: str, host: str, settings: Settings) -> str | None:
@@ -244,12 +302,9 @@ def _pid() -> int:
 
 def start(order: dict[str, Any], script_identity: dict[str, str], settings: Settings | None = None) -> dict | None:
     """Mark the Order running; its deadline starts now."""
-    started = now()
     return _move(
         _gate(order, ASSIGNED), RUNNING, order["worker"], f"attempt {order['attempts']} started", settings,
-        set_={"startedDate": started, "heartbeatAt": started, "script": script_identity,
-              "deadline": started + timedelta(seconds=order["timeLimit"])},
-        known=order,
+        set_=_running(order, script_identity, now()), known=order,
     )
 
 
@@ -570,9 +625,10 @@ class Reaper:
                       self.name, self.settings):
                 counts["timeout"] += 1
         unsent_before = now() - timedelta(seconds=max(5.0, self.settings.reap_every))
-        for order in d.orders.find({"state": UNASSIGNED, "enqueuedAt": None, "updatedDate": {"$lt": unsent_before}}):
-            counts["resent"] += enqueue(order["jobId"], order["delivery"], self.settings,
-                                        routing.queue_of(order, self.settings))
+        unsent = d.orders.find({"state": UNASSIGNED, "enqueuedAt": None, "updatedDate": {"$lt": unsent_before}},
+                               {"metrics": 0, "history": 0, "log": 0})
+        counts["resent"] = enqueue_all([(o["jobId"], o["delivery"], routing.queue_of(o, self.settings))
+                                        for o in unsent], self.settings)
         counts["repaired"] = self._repair_outcomes()
         from mlqueue import stranded  # it builds on this module
 

@@ -15,8 +15,9 @@ from typing import TypeVar
 
 import gridfs
 import pymongo
+from pymongo.collection import Collection
 from pymongo.database import Database
-from pymongo.errors import AutoReconnect, ConnectionFailure, ServerSelectionTimeoutError
+from pymongo.errors import AutoReconnect, BulkWriteError, ConnectionFailure, ServerSelectionTimeoutError
 
 from mlqueue.settings import Settings, get_settings
 
@@ -79,6 +80,25 @@ def ensure_indexes(settings: Settings | None = None) -> None:
     d.jobs.create_index("projectName")
     d.jobs.create_index("scriptName")
     d.workers.create_index("name", unique=True)
+
+
+def insert_all(collection: Collection, docs: list[dict], what: str, settings: Settings | None = None) -> None:
+    """Insert documents that carry their own ``_id`` in one batch, durably.
+
+    A retry after a lost answer may find some of them already written: a duplicate key is then our own
+    earlier write, and only the rest are inserted.
+    """
+    if not docs:
+        return
+
+    def attempt() -> None:
+        try:
+            collection.insert_many(docs, ordered=False)
+        except BulkWriteError as exc:
+            if any(e.get("code") != 11000 for e in exc.details.get("writeErrors", [])):
+                raise
+
+    durable(attempt, what, settings)
 
 
 def durable(action: Callable[[], T], what: str, settings: Settings | None = None) -> T:

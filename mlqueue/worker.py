@@ -58,19 +58,21 @@ def run_order(self: Any, job_id: str, delivery: str) -> str:
 def execute(job_id: str, delivery: str, worker: str, settings: Settings | None = None) -> str:
     """Run one delivery of one Order to its end. Returns what happened, for logs and tests."""
     settings = settings or get_settings()
-    order = orders.claim(job_id, delivery, worker, settings)
-    if order is None:
-        return "ignored"
     job = store.durable(lambda: store.db(settings).jobs.find_one({"_id": ObjectId(job_id)}), "read job", settings)
-    try:
+    if job is None:
+        log.warning("message for unknown job %s ignored", job_id)
+        return "ignored"
+    try:  # the script is made ready first, so the Order can be claimed and started in one move
         script = scripts.resolve(job["scriptName"], settings, pinned=job.get("scriptHash"))
         module = scripts.runner_for(script, job)
     except Exception as exc:  # noqa: BLE001 - any failure to load is this Job's error, not the worker's
-        running = orders.start(order, {"name": job["scriptName"]}, settings)
-        if running:
-            orders.finish(running, orders.FAILED, error_outcome(exc), "script could not be loaded", settings)
+        order = orders.claim(job_id, delivery, worker, settings)
+        running = order and orders.start(order, {"name": job["scriptName"]}, settings)
+        if not running:
+            return "ignored"
+        orders.finish(running, orders.FAILED, error_outcome(exc), "script could not be loaded", settings)
         return "failed"
-    running = orders.start(order, script.identity, settings)
+    running = orders.claim(job_id, delivery, worker, settings, start_with=script.identity)
     if running is None:
         return "ignored"
     workspace = Workspace(running, settings)

@@ -1,0 +1,118 @@
+"""Store operations per Job, counted: what a Job costs the store, independent of machine noise.
+
+Runs the worker's own code path (``worker.execute``) in this process against the embedded store, with
+every MongoDB command counted by name (pymongo command monitoring). Prints per Job: commands by kind,
+writes (each one a commit, fsynced on the embedded store), and the mean time of one commit measured in
+the same run (a bare ``update_one``), so "store work per Job" is writes x commit + reads x read.
+Run: `.venv/bin/python bench/store_ops.py [--jobs N] [--stored N]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import os
+import secrets
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from pymongo import monitoring
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+RESULTS = ROOT / "bench" / "results" / "store_ops.json"
+WRITES = {"insert", "update", "delete", "findAndModify"}
+
+
+class Counter(monitoring.CommandListener):
+    """Counts commands and their server time, by name (``find`` on ``fs.files`` counts as ``find``)."""
+
+    def __init__(self) -> None:
+        self.counts: collections.Counter[str] = collections.Counter()
+        self.micros: collections.Counter[str] = collections.Counter()
+        self.on = False
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        if self.on:
+            self.counts[event.command_name] += 1
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        if self.on:
+            self.micros[event.command_name] += event.duration_micros
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=50)
+    args = parser.parse_args()
+    counter = Counter()
+    monitoring.register(counter)
+    from mlqueue import orders, store, worker
+    from mlqueue.servers import MongoServer, RedisServer
+    from mlqueue.settings import reload_settings
+
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        rs = RedisServer(tmp / "redis", tmp / "redis.log", password=secrets.token_hex(8)).start()
+        ms = MongoServer(tmp / "mongo", tmp / "mongo.log").start()
+        try:
+            os.environ.update({"MLQUEUE_HOME": str(tmp / "home"), "MLQUEUE_BROKER_URL": rs.url,
+                               "MLQUEUE_MONGO_URL": ms.url, "MLQUEUE_MONGO_DB": "bench", "MLQUEUE_QUEUE": "bench"})
+            settings = reload_settings()
+            store.forget_clients()
+            store.ensure_indexes(settings)
+            d = store.db(settings)
+            d.probe.insert_one({"_id": 1, "n": 0})
+            t = time.perf_counter()
+            for i in range(200):
+                d.probe.update_one({"_id": 1}, {"$set": {"n": i}})
+            commit_ms = (time.perf_counter() - t) / 200 * 1000
+            job = {"scriptName": "toy", "x": 1.0}
+            warm = orders.submit([job], settings=settings)
+            worker.execute(warm[0], d.orders.find_one({"jobId": warm[0]})["delivery"], "bench", settings)
+            counter.on = True
+            t = time.perf_counter()
+            ids = orders.submit([job] * args.jobs, settings=settings)
+            submit_s = time.perf_counter() - t
+            submit_counts = dict(counter.counts)
+            counter.counts.clear()
+            counter.micros.clear()
+            deliveries = {o["jobId"]: o["delivery"] for o in d.orders.find({"jobId": {"$in": ids}})}
+            counter.counts.clear()
+            counter.micros.clear()
+            t = time.perf_counter()
+            for job_id in ids:
+                worker.execute(job_id, deliveries[job_id], "bench", settings)
+            run_s = time.perf_counter() - t
+            counter.on = False
+        finally:
+            ms.stop()
+            rs.stop()
+    n = args.jobs
+    per_job = {k: round(v / n, 2) for k, v in sorted(counter.counts.items())}
+    figures = {
+        "jobs": n,
+        "commit_ms": round(commit_ms, 2),
+        "submit_commands_per_job": {k: round(v / n, 2) for k, v in sorted(submit_counts.items())},
+        "submit_ms_per_job": round(submit_s / n * 1000, 2),
+        "worker_commands_per_job": per_job,
+        "worker_writes_per_job": round(sum(v for k, v in counter.counts.items() if k in WRITES) / n, 2),
+        "worker_store_ms_per_job": round(sum(counter.micros.values()) / n / 1000, 2),
+        "worker_ms_per_command": {k: round(counter.micros[k] / counter.counts[k] / 1000, 2)
+                                  for k in sorted(counter.counts)},
+        "worker_ms_per_job": round(run_s / n * 1000, 2),
+        "worker_ms_per_job_in_commits": round(run_s / n * 1000 / commit_ms, 2),
+    }
+    print(json.dumps(figures, indent=2))
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(figures, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
