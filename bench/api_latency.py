@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 RESULTS = ROOT / "bench" / "results" / "api_latency.json"
 
-from mlqueue import store  # noqa: E402
+from mlqueue import order_index, store  # noqa: E402
 from mlqueue.api import create_app  # noqa: E402
 from mlqueue.servers import MongoServer, RedisServer, free_port  # noqa: E402
 from mlqueue.settings import Settings  # noqa: E402
@@ -62,11 +62,12 @@ def insert(db: Any, n: int, batch: int = 5000) -> float:
                        "reason": "error" if failed else None, "loss": loss,
                        "metric": None if failed else 1 / (1 + loss), "acc": None if failed else rng.random(),
                        "durationSeconds": 30.0}
-            jobs.append({"_id": job_id, "scriptName": "toy", "projectName": "bench", "createdDate": created,
+            project = f"bench{i % 7}"
+            jobs.append({"_id": job_id, "scriptName": "toy", "projectName": project, "createdDate": created,
                          "lr": rng.uniform(1e-4, 1), "layers": rng.randint(1, 6)})
             orders.append({"jobId": str(job_id), "state": outcome["state"], "createdDate": created,
                            "updatedDate": created, "attempts": 1, "maxAttempts": 3, "timeLimit": 600.0,
-                           "scriptName": "toy", "projectName": "bench", "sweepId": None, "delivery": "bench",
+                           "scriptName": "toy", "projectName": project, "sweepId": None, "delivery": "bench",
                            "enqueuedAt": created, "worker": outcome["worker"], "outcome": outcome,
                            "history": [{"at": created, "to": outcome["state"], "by": "bench", "why": "inserted"}],
                            "metrics": [], "log": []})
@@ -98,8 +99,19 @@ def cases(n: int) -> list[tuple[str, dict[str, Any], Any]]:
     def by_acc(d: Any) -> list:
         return list(d.outcomes.find({"acc": NUMBER}).sort("acc", -1).limit(50))
 
+    listed = {"metrics": 0, "history": 0, "log": 0}
+
     def orders(d: Any) -> list:
-        return list(d.orders.find({}, {"metrics": 0, "history": 0, "log": 0}).sort("jobId", -1).limit(50))
+        return list(d.orders.find({}, listed).sort("jobId", -1).limit(50))
+
+    def orders_failed(d: Any) -> list:
+        return list(d.orders.find({"state": "failed", "projectName": "bench3"}, listed).sort("jobId", -1).limit(50))
+
+    def orders_deep(d: Any) -> list:
+        return list(d.orders.find({}, listed).sort("jobId", -1).skip(deep).limit(50))
+
+    def jobs(d: Any) -> list:
+        return list(d.jobs.find({"projectName": "bench6"}).sort("_id", -1).skip(100).limit(50))
 
     return [
         ("first page (sort by loss)", {"path": "/outcomes", "limit": 50}, first_page),
@@ -109,6 +121,11 @@ def cases(n: int) -> list[tuple[str, dict[str, Any], Any]]:
          by_metric),
         ("sort by acc desc (not indexed)", {"path": "/outcomes", "limit": 50, "sort": "acc", "desc": "true"}, by_acc),
         ("orders, first page", {"path": "/orders", "limit": 50}, orders),
+        ("orders, state=failed projectName=bench3", {"path": "/orders", "limit": 50, "state": "failed",
+                                                     "projectName": "bench3"}, orders_failed),
+        (f"orders, deep page (offset {deep})", {"path": "/orders", "limit": 50, "offset": deep}, orders_deep),
+        ("jobs, projectName=bench6 offset 100", {"path": "/jobs", "limit": 50, "projectName": "bench6",
+                                                 "offset": 100}, jobs),
     ]
 
 
@@ -155,9 +172,16 @@ def run(n: int, reps: int, base: Path, broker_url: str, mongo_url: str) -> dict[
     thread.start()
     while not server.started:
         time.sleep(0.05)
+    started = time.perf_counter()  # as the HQ does at its start: read the Orders' index in the background
+    index = order_index.index_for(settings)
+    index.start_loading()
     http = httpx.Client(base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {settings.token}"},
                         timeout=600)
     rows = []
+    while not index.ready:
+        time.sleep(0.05)
+    index_seconds = time.perf_counter() - started
+    print(f"orders index read in {index_seconds:.1f}s")
     try:
         for name, params, baseline in cases(n):
             query = {k: v for k, v in params.items() if k != "path"}
@@ -165,7 +189,7 @@ def run(n: int, reps: int, base: Path, broker_url: str, mongo_url: str) -> dict[
             def call(path: str = params["path"], query: dict = query) -> None:
                 response = http.get(path, params=query)
                 assert response.status_code == 200, response.text
-                assert len(response.json()["items"]) == 50
+                assert len(response.json()["items"]) == 50, (path, query, len(response.json()["items"]))
 
             warm = timed(call, 1)[0]  # the first call may build caches; reported apart
             api = timed(call, reps)
@@ -183,7 +207,8 @@ def run(n: int, reps: int, base: Path, broker_url: str, mongo_url: str) -> dict[
         server.should_exit = True
         thread.join(10)
     return {"outcomes": n, "reps": reps, "store": "SecantusDB (embedded, as the HQ runs it)",
-            "insert_seconds": round(insert_seconds, 1), "page_size": 50, "queries": rows,
+            "insert_seconds": round(insert_seconds, 1), "orders_index_read_seconds": round(index_seconds, 1),
+            "page_size": 50, "queries": rows,
             "measured": datetime.now(UTC).isoformat(timespec="seconds")}
 
 

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from mlqueue import orders, ranking, store
+from mlqueue import order_index, orders, ranking, store
 from mlqueue.joining import join_address, open_door
 from mlqueue.servers import MongoServer, RedisServer, die_with_parent, free_port, lan_address
 from mlqueue.settings import HOME_CONFIG_NAME, read_json_file, reload_settings
@@ -212,6 +212,7 @@ class HQ:
             self.start_api(settings)
             print(self.banner(), flush=True)
             threading.Thread(target=ranking.warm, args=(settings,), name="warm-rankings", daemon=True).start()
+            order_index.index_for(settings).start_loading()
             reaper = orders.Reaper("reaper@hq", settings)
             threading.Thread(target=reaper.run_forever, args=(self.stop_event,), daemon=True).start()
             driver = Driver(owner="driver@hq", settings=settings)  # sweeps advance with no CLI waiting on them

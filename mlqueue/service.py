@@ -110,7 +110,7 @@ def final_order(job_id: str, settings: Settings) -> dict[str, Any] | None:
 
 def jobs_page(settings: Settings, where: dict[str, Any], offset: int, limit: int) -> list[dict[str, Any]]:
     """Jobs as submitted, newest first, each with ``jobId``."""
-    docs = store.db(settings).jobs.find(where).sort("_id", -1).skip(offset).limit(limit)
+    docs = outcomes.job_page(settings, where, offset, limit)
     return [{"jobId": str(d.pop("_id")), **d} for d in docs]
 
 

@@ -1,0 +1,197 @@
+"""Every Order's id and listing fields, newest first, kept in the HQ's memory: a listed page costs a page.
+
+Why: the embedded store (SecantusDB) answers ``find().sort().skip().limit()`` by reading every matching
+document before it applies ``skip`` and ``limit``, index or not (seconds per page at 100,000 Orders; see
+bench/api_latency.py), while a narrow index range costs milliseconds. ``GET /orders`` and ``GET /jobs``
+list newest first (``jobId`` order: ObjectIds grow with time) and filter only on fields every Order
+carries, so this index keeps ``jobId -> (state, projectName, scriptName, sweepId, worker)`` for all of
+them, and a page becomes: walk the ids newest first, then fetch that page's Orders by ``jobId``.
+
+It stays exact because every change of those fields is a move (``orders._move``), and every move and
+every new Order sets ``updatedDate``: each use first reads the Orders updated since the last read (an
+index range on ``updatedDate``), re-reading the last ``OVERLAP`` seconds since writes commit out of
+stamp order. Callers fetch the page's Orders themselves and check them against the filter, so a row
+that changed after the read is never shown under a filter it no longer matches.
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from typing import Any
+
+from mlqueue import store
+from mlqueue.orders import now
+from mlqueue.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+FIELDS = ("state", "projectName", "scriptName", "sweepId", "worker")
+OVERLAP = timedelta(seconds=5)
+FULL_READ_EVERY = 1800.0  # also repairs what a writer's clock far behind the HQ's hid from the ranges
+CHUNK = 50  # the store matches ``$in`` in time that grows with the square of its length
+PROJECTION = {"_id": 0, "jobId": 1, "updatedDate": 1, **{f: 1 for f in FIELDS}}
+
+
+class OrderIndex:
+    """The listing fields of every Order of one database, in ``jobId`` order."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._rows: dict[str, tuple[Any, ...]] = {}
+        self._ids: list[str] = []  # ascending; new Orders almost always append
+        self._since: datetime | None = None  # the next read starts at this ``updatedDate``
+        self._newest: datetime | None = None  # the newest ``updatedDate`` read so far
+        self._lock = threading.Lock()
+        self.ready = False  # read whole at least once
+        self._full_read_at = -FULL_READ_EVERY  # monotonic time of the last whole read
+        self._loader: threading.Thread | None = None
+
+    def refresh(self) -> None:
+        """Read the Orders changed since the last read (the index must have been read whole: ``read_all``)."""
+        if time.monotonic() - self._full_read_at >= FULL_READ_EVERY:
+            self.start_loading()
+        with self._lock:
+            read_at, newest = now(), None
+            for doc in store.db(self.settings).orders.find({"updatedDate": {"$gte": self._since}}, PROJECTION):
+                self._put(self._rows, self._ids, doc)
+                if doc.get("updatedDate") and (newest is None or doc["updatedDate"] > newest):
+                    newest = doc["updatedDate"]
+            self._advance(read_at, newest)
+
+    def read_all(self) -> None:
+        """Read every Order into a new index, then swap it in (requests meanwhile use the old one or the store)."""
+        read_at, newest = now(), None
+        rows: dict[str, tuple[Any, ...]] = {}
+        ids: list[str] = []
+        for doc in store.db(self.settings).orders.find({}, PROJECTION):
+            self._put(rows, ids, doc)
+            if doc.get("updatedDate") and (newest is None or doc["updatedDate"] > newest):
+                newest = doc["updatedDate"]
+        with self._lock:
+            self._rows, self._ids, self._newest, self._since = rows, ids, None, None
+            self._advance(read_at, newest)
+            self._full_read_at = time.monotonic()
+            self.ready = True
+
+    def _advance(self, read_at: datetime, newest: datetime | None) -> None:
+        """Where the next read starts: after the newest stamp seen, and never later than ``OVERLAP`` before
+        this read (a write stamped before it may commit after it)."""
+        if newest is not None and (self._newest is None or newest > self._newest):
+            self._newest = newest
+        bound = read_at - OVERLAP
+        self._since = bound if self._newest is None else min(self._newest, bound)
+
+    def start_loading(self) -> None:
+        """Read the whole index in the background (one read at a time)."""
+        with _indexes_lock:
+            if self._loader is not None:
+                return
+            self._loader = threading.Thread(target=self._load, name="mlqueue-order-index", daemon=True)
+            self._full_read_at = time.monotonic()  # not again before this one is done
+        self._loader.start()
+
+    def _load(self) -> None:
+        try:
+            self.read_all()
+        except Exception:  # noqa: BLE001 - the next request tries again; pages come from the store meanwhile
+            log.exception("could not read the orders index")
+            self._full_read_at = -FULL_READ_EVERY
+        finally:
+            self._loader = None
+
+    @staticmethod
+    def _put(rows: dict[str, tuple[Any, ...]], ids: list[str], doc: dict[str, Any]) -> None:
+        job_id = doc["jobId"]
+        if job_id not in rows:
+            if not ids or job_id > ids[-1]:
+                ids.append(job_id)
+            else:
+                bisect.insort(ids, job_id)
+        rows[job_id] = tuple(doc.get(f) for f in FIELDS)
+
+    def newest_first(self, where: dict[str, Any]) -> Iterator[str]:
+        """Ids of the Orders matching ``where`` (as last read), newest first."""
+        tests = [(FIELDS.index(k), _test(v)) for k, v in where.items()]
+        rows = self._rows
+        for job_id in reversed(self._ids):
+            row = rows[job_id]
+            if all(test(row[i]) for i, test in tests):
+                yield job_id
+
+    def page(self, where: dict[str, Any], offset: int, limit: int) -> list[str]:
+        """Ids of one page of Orders matching ``where``, newest first (refreshed first)."""
+        self.refresh()
+        with self._lock:
+            if not where:
+                end = len(self._ids) - offset
+                return list(reversed(self._ids[max(0, end - limit):max(0, end)]))
+            found: list[str] = []
+            for i, job_id in enumerate(self.newest_first(where)):
+                if i >= offset:
+                    found.append(job_id)
+                    if len(found) >= limit:
+                        break
+            return found
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+
+def _test(value: Any) -> Any:
+    if isinstance(value, dict) and set(value) == {"$in"}:
+        allowed = set(value["$in"])
+        return lambda v: v in allowed
+    return lambda v: v == value
+
+
+def can_answer(where: dict[str, Any]) -> bool:
+    """Whether ``where`` only filters on listing fields, by value or ``$in``."""
+    return all(k in FIELDS and (not isinstance(v, dict) or set(v) == {"$in"}) for k, v in where.items())
+
+
+def matches(doc: dict[str, Any], where: dict[str, Any]) -> bool:
+    """Whether a fetched document still matches ``where`` (see the module docstring)."""
+    return all(_test(v)(doc.get(k)) for k, v in where.items())
+
+
+_indexes: dict[tuple[str | None, str], OrderIndex] = {}
+_indexes_lock = threading.Lock()
+
+
+def index_for(settings: Settings) -> OrderIndex:
+    """The index of this store and database, shared by every request of this process."""
+    key = (settings.mongo_url, settings.mongo_db)
+    with _indexes_lock:
+        if key not in _indexes:
+            _indexes[key] = OrderIndex(settings)
+        return _indexes[key]
+
+
+def ready_index(settings: Settings) -> OrderIndex | None:
+    """The index if it has been read whole; else None, and it starts loading in the background."""
+    index = index_for(settings)
+    if not index.ready:
+        index.start_loading()
+        return None
+    return index
+
+
+def page_ids(settings: Settings | None, where: dict[str, Any], offset: int, limit: int) -> list[str] | None:
+    """One page's ids from the index; None when the store must answer (a filter the index cannot judge,
+    or the index is still being read, right after the HQ starts)."""
+    if not can_answer(where):
+        return None
+    index = ready_index(settings or get_settings())
+    return None if index is None else index.page(where, offset, limit)
+
+
+def by_ids(collection: Any, field: str, ids: list[Any], projection: dict[str, Any] | None = None) -> list[dict]:
+    """The documents whose ``field`` is one of ``ids``, read in chunks of ``CHUNK``."""
+    found: list[dict] = []
+    for start in range(0, len(ids), CHUNK):
+        found.extend(collection.find({field: {"$in": ids[start:start + CHUNK]}}, projection))
+    return found
