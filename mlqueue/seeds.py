@@ -56,6 +56,13 @@ def normalised(document: dict[str, Any]) -> dict[str, Any]:
     return flat
 
 
+def is_object_id(text: str) -> bool:
+    """Whether ``text`` is a whole Job id as the seeds' clients send it (24 hex digits)."""
+    from bson import ObjectId
+
+    return ObjectId.is_valid(text)
+
+
 def with_separator(path: str) -> str:
     """A directory as the seeds' runner passed it: ending in the platform's separator."""
     return path if not path or path.endswith(os.sep) else path + os.sep

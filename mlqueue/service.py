@@ -108,6 +108,29 @@ def final_order(job_id: str, settings: Settings) -> dict[str, Any] | None:
                                                {"metrics": 0, "history": 0})
 
 
+def stored_job(job_id: str, settings: Settings) -> dict[str, Any] | None:
+    """The Job document exactly as stored, ``_id`` included (the seeds' clients read it), or None."""
+    try:
+        return store.db(settings).jobs.find_one({"_id": ObjectId(job_id)})
+    except (InvalidId, TypeError):
+        return None
+
+
+def stored_documents(job_id: str, settings: Settings) -> dict[str, Any]:
+    """A Job and its Order as stored (the Order without its log and metric series)."""
+    order = store.db(settings).orders.find_one({"jobId": job_id}, {"log": 0, "metrics": 0})
+    job = stored_job(job_id, settings)
+    if job is None or order is None:
+        raise NotFound(f"no job {job_id}")
+    return {"job": job, "order": order}
+
+
+def orders_oldest_first(settings: Settings, offset: int = 0, limit: int = 1000) -> list[dict[str, Any]]:
+    """Orders as stored, oldest first, without their logs and metric series (the seeds' Boss listed them so)."""
+    cursor = store.db(settings).orders.find({}, {"log": 0, "metrics": 0}).sort("_id", 1)
+    return list(cursor.skip(offset).limit(limit))
+
+
 def jobs_page(settings: Settings, where: dict[str, Any], offset: int, limit: int) -> list[dict[str, Any]]:
     """Jobs as submitted, newest first, each with ``jobId``."""
     docs = outcomes.job_page(settings, where, offset, limit)

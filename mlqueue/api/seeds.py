@@ -2,28 +2,27 @@
 
 The seeds' Boss answered ``POST /job/create`` and ``GET /retrieve/{order|job}/...``; each seeds worker
 answered ``POST /scripts/run`` with a ``pythonJob`` body, ran the script there and then and sent back
-what it printed. Here the same routes sit on the HQ, behind its token like every other route, and do
-what the rest of the API does: a Job is validated (the seeds' ``jobParameters`` nesting is flattened by
-``jobs.validate``), stored with its Order, and run by whichever worker is free. Nothing here is a
-second way of doing things; it is a translation of request and answer shapes.
+what it printed. Here the same routes sit on the HQ, behind its token like every other route, and call
+the same use cases as the rest of the API (``service``): a Job is validated (the seeds' ``jobParameters``
+nesting is flattened by ``jobs.validate``), stored with its Order, and run by whichever worker is free.
+This module only translates request and answer shapes.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from bson import ObjectId
-from bson.errors import InvalidId
 from fastapi import APIRouter, HTTPException, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from mlqueue import seeds, store
-from mlqueue.settings import Settings
+from mlqueue import seeds, service
+from mlqueue.api.deps import SettingsDep, WhoDep, json_body, plain
+from mlqueue.api.jobs import submit_body
+from mlqueue.api.scripts import MAX_WAIT_SECONDS, wait_final
 
 router = APIRouter(tags=["seeds"])
 LISTING_MAX = 10_000
-HEAVY_ORDER_FIELDS = {"log": 0, "metrics": 0}
 
 PYTHON_JOB_EXAMPLE = {
     "scriptName": "encode.py", "projectName": "wine_data",
@@ -32,29 +31,15 @@ PYTHON_JOB_EXAMPLE = {
 }
 
 
-def _settings(request: Request) -> Settings:
-    return request.app.state.settings
-
-
-def _api() -> Any:
-    """The API package's shared helpers (submit, wait, JSON-safe documents), imported late: it imports us."""
-    from types import SimpleNamespace
-
-    from mlqueue.api import deps, jobs, scripts
-
-    return SimpleNamespace(plain=deps.plain, _json_body=deps.json_body, _submit=jobs.submit_body,
-                           _who=deps.who_is, _wait_final=scripts.wait_final)
-
-
-def _seeds_document(doc: dict[str, Any]) -> dict[str, Any]:
+def seeds_document(doc: dict[str, Any]) -> dict[str, Any]:
     """A stored document as the seeds' Mongoose models answered it: ``_id`` a string, ``status`` on Orders."""
-    out = _api().plain(doc)
+    out = plain(doc)
     if "state" in out:
         out["status"] = out["state"]
     return out
 
 
-def _python_job(body: Any) -> dict[str, Any]:
+def python_job(body: Any) -> dict[str, Any]:
     """The seeds' ``pythonJob`` as a Job: their micro-service runner (``jobParameters``) was positional."""
     if not isinstance(body, dict):
         raise HTTPException(422, "the body must be a JSON object, the seeds' pythonJob: "
@@ -72,50 +57,43 @@ def _python_job(body: Any) -> dict[str, Any]:
                         202: {"description": "still running: poll `retrieve` (or `order`)"}},
              openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
                  "schema": {"type": "object", "additionalProperties": True}, "example": PYTHON_JOB_EXAMPLE}}}})
-async def run_python_job(request: Request, wait: float = Query(60.0, ge=0, le=600,
-                                                                 description="seconds to wait for the Outcome")
-                         ) -> Response:
+async def run_python_job(request: Request, settings: SettingsDep, by: WhoDep,
+                         wait: float = Query(60.0, ge=0, le=MAX_WAIT_SECONDS,
+                                             description="seconds to wait for the Outcome")) -> Response:
     """The seeds' worker route. With ``jobParameters`` the script is called as the seeds' micro-service
     runner did (``dataFileName dataPath/ writePath/ '<execution>'``), otherwise with the whole Job as
     its one argument. The data comes from the HQ's datasets of the Job's ``projectName``; files the
     script writes become datasets (``*.csv``) or artifacts. Answers the Outcome, whose own ``status``
     says how the script did."""
-    api = _api()
-    settings = _settings(request)
-    job = _python_job(await api._json_body(request))
-    [job_id] = await run_in_threadpool(api._submit, job, api._who(request), settings)
-    order = await api._wait_final(job_id, wait, settings)
+    job = python_job(await json_body(request))
+    [job_id] = await run_in_threadpool(submit_body, job, by, settings)
+    order = await wait_final(job_id, wait, settings)
     where = {"X-Mlqueue-Job": job_id}
     if order is None:
         return JSONResponse({"jobId": job_id, "state": "running", "retrieve": f"/retrieve/job/{job_id}",
                              "order": f"/orders/{job_id}"}, status_code=202,
                             headers={**where, "Location": f"/orders/{job_id}"})
-    return JSONResponse(api.plain(order.get("outcome") or {}), headers=where)
+    return JSONResponse(plain(order.get("outcome") or {}), headers=where)
 
 
 @router.post("/job/create", summary="Create a Job and its Order (the seeds' Boss)")
-async def create_job(request: Request) -> dict[str, Any]:
+async def create_job(request: Request, settings: SettingsDep, by: WhoDep) -> dict[str, Any]:
     """A seeds-shaped Job (top level or ``jobParameters`` nesting) is validated, stored and queued.
     Answers the stored documents: ``{"job": {...}, "order": {...}}`` with string ``_id``s."""
-    api = _api()
-    settings = _settings(request)
-    body = await api._json_body(request)
+    body = await json_body(request)
     if not isinstance(body, dict):
         raise HTTPException(422, "the body must be one Job object; to send many at once use POST /jobs")
-    [job_id] = await run_in_threadpool(api._submit, body, api._who(request), settings)
-    d = store.db(settings)
-    job = await run_in_threadpool(d.jobs.find_one, {"_id": ObjectId(job_id)})
-    order = await run_in_threadpool(d.orders.find_one, {"jobId": job_id}, HEAVY_ORDER_FIELDS)
-    return {"job": _seeds_document(job or {}), "order": _seeds_document(order or {})}
+    [job_id] = await run_in_threadpool(submit_body, body, by, settings)
+    stored = await run_in_threadpool(service.stored_documents, job_id, settings)
+    return {"job": seeds_document(stored["job"]), "order": seeds_document(stored["order"])}
 
 
 @router.get("/retrieve/order", summary="Every Order, oldest first (the seeds' Boss)")
-def retrieve_orders(request: Request, offset: int = Query(0, ge=0),
+def retrieve_orders(settings: SettingsDep, offset: int = Query(0, ge=0),
                     limit: int = Query(1000, ge=1, le=LISTING_MAX)) -> list[dict[str, Any]]:
     """Orders as a plain list like the seeds answered, with ``status`` beside mlqueue's ``state``;
     logs and metric series are left out (they are at ``/orders/{jobId}``)."""
-    cursor = store.db(_settings(request)).orders.find({}, HEAVY_ORDER_FIELDS).sort("_id", 1)
-    return [_seeds_document(o) for o in cursor.skip(offset).limit(limit)]
+    return [seeds_document(o) for o in service.orders_oldest_first(settings, offset, limit)]
 
 
 @router.get("/retrieve/job", include_in_schema=False)
@@ -124,14 +102,13 @@ def retrieve_job_without_id() -> None:
 
 
 @router.get("/retrieve/job/{job_id}", summary="One Job as stored (the seeds' Boss)")
-def retrieve_job(request: Request, job_id: str = Path(min_length=1, max_length=100)) -> dict[str, Any]:
-    try:
-        job = store.db(_settings(request)).jobs.find_one({"_id": ObjectId(job_id)})
-    except InvalidId:
-        raise HTTPException(422, f"{job_id!r} is not a Job id (24 hex digits, e.g. from /retrieve/order)") from None
+def retrieve_job(settings: SettingsDep, job_id: str = Path(min_length=1, max_length=100)) -> dict[str, Any]:
+    if not seeds.is_object_id(job_id):
+        raise HTTPException(422, f"{job_id!r} is not a Job id (24 hex digits, e.g. from /retrieve/order)")
+    job = service.stored_job(job_id, settings)
     if job is None:
         raise HTTPException(404, f"no Job {job_id}: /retrieve/order lists the Jobs there are")
-    return _seeds_document(job)
+    return seeds_document(job)
 
 
 @router.get("/retrieve/{kind}", include_in_schema=False)
