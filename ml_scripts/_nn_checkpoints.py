@@ -6,10 +6,11 @@ rate, EarlyStopping and ReduceLROnPlateau counters and best values, EarlyStoppin
 to mlqueue with ``report(checkpoint=PATH, epoch=N)`` (mlqueue keeps the last one per Job). The next
 attempt gets it back as the Job's ``resumeFrom``.
 
-When: ``checkpointEveryEpochs`` N saves every N epochs; unset, the interval adapts so checkpoints cost
-at most ``1 / ADAPTIVE_RATIO`` of the training time (each one waits until training since the previous
-one took ``ADAPTIVE_RATIO`` times what saving it took; see ``bench/checkpoint_overhead.py``); 0 never
-saves. Cross-validation runs (``crossValidateOnly``) are short and are not checkpointed.
+When: ``checkpointEveryEpochs`` N saves every N epochs; unset, a checkpoint follows
+``MIN_INTERVAL_SECONDS`` of training, or ``ADAPTIVE_RATIO`` times what saving the previous one took if
+that is longer — so checkpoints never cost more than ``1 / ADAPTIVE_RATIO`` of the training time, and
+an interruption redoes at most about ``MIN_INTERVAL_SECONDS`` of it (see ``bench/checkpoint_overhead.py``);
+0 never saves. Cross-validation runs (``crossValidateOnly``) are short and are not checkpointed.
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
-ADAPTIVE_RATIO = 40.0        # training seconds per checkpoint second: overhead ≤ 1/40 = 2.5%
-FIRST_AFTER_SECONDS = 2.0    # the adaptive schedule's first checkpoint (its cost is not known before)
+ADAPTIVE_RATIO = 40.0          # training seconds per checkpoint second: overhead ≤ 1/40 = 2.5%
+MIN_INTERVAL_SECONDS = 30.0    # of training between two checkpoints (the work an interruption may redo)
 FILE_NAME = "nn_checkpoint.npz"
 
 
@@ -87,7 +88,7 @@ class Plan:
     def due(self, epoch: int, trained_seconds: float, cost: float | None) -> bool:
         if self.every:
             return epoch % self.every == 0
-        return trained_seconds >= (FIRST_AFTER_SECONDS if cost is None else cost * ADAPTIVE_RATIO)
+        return trained_seconds >= max(MIN_INTERVAL_SECONDS, (cost or 0.0) * ADAPTIVE_RATIO)
 
     def save(self, model: Any, epoch: int, controls: list[Any]) -> Path:
         weights = model.get_weights()

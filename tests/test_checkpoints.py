@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from conftest import Farm, wait_for
 
 from mlqueue import checkpoints, orders
@@ -76,3 +77,40 @@ def test_folders_round_trip_and_a_corrupt_checkpoint_is_never_used(farm: Farm, t
 
     farm.db.orders.update_one({"jobId": job_id}, {"$set": {"checkpoint.sha256": "0" * 64}})
     assert checkpoints.restore(job_id, tmp_path / "r2", farm.settings) is None
+
+
+def test_a_resumed_sweep_trial_keeps_its_number_and_reports_each_epoch_to_the_study_once(
+        farm: Farm, tmp_path: Path) -> None:
+    import threading
+
+    from optuna.trial import TrialState
+    from test_sweeps import create, load_study, write_sweep
+
+    from mlqueue import sweep_driver
+
+    first = farm.start_worker("w1")
+    sweep_id = create(farm, write_sweep(
+        tmp_path / "resume.yaml", trials=1, parallel=1, epochs=12, sleep=12,
+        early="{method: median, startupTrials: 5, warmupSteps: 1}", extra_base=", checkpointEvery: 2"))
+    stop = threading.Event()
+    driver = sweep_driver.Driver(settings=farm.settings, sweep_ids=[sweep_id], poll=0.2)
+    thread = threading.Thread(target=driver.run_forever, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        order = wait_for(lambda: farm.db.orders.find_one({"sweepId": sweep_id, "latestMetrics.epoch": {"$gte": 8}}),
+                         timeout=60, what="the trial to reach epoch 8")
+        farm.kill_worker(first)
+        before = {m["epoch"]: m["loss"] for m in farm.order(order["jobId"])["metrics"]}
+        farm.start_worker("w2")
+        wait_for(lambda: farm.db.sweeps.find_one({"state": "done"}), timeout=120, what="the sweep to end")
+    finally:
+        stop.set()
+        thread.join(10)
+    done = farm.order(order["jobId"])
+    assert done["state"] == "succeeded" and done["attempts"] == 2 and done["outcome"]["resumed"]
+    [trial] = load_study(farm, sweep_id).trials
+    job = farm.db.jobs.find_one({"sweepId": sweep_id})
+    assert trial.number == job["trialNumber"] and trial.state == TrialState.COMPLETE
+    assert sorted(trial.intermediate_values) == list(range(1, 13))       # every epoch, once
+    for step, loss in before.items():                                  # the first attempt's values stand
+        assert trial.intermediate_values[step] == pytest.approx(loss)
