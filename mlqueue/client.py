@@ -45,6 +45,7 @@ class Client(Protocol):
                 limit: int | None = None, ids: list[str] | None = None) -> list[dict[str, Any]]: ...
     def status(self) -> dict[str, Any]: ...
     def workers(self) -> list[dict[str, Any]]: ...
+    def worker_command(self, name: str, action: str) -> dict[str, Any]: ...
     def log(self, job_id: str, after: int = 0) -> dict[str, Any]: ...
     def follow_log(self, job_id: str, after: int = 0) -> Iterator[dict[str, Any]]: ...
 
@@ -110,6 +111,10 @@ class LocalClient:
     def workers(self) -> list[dict[str, Any]]:
         with _reported():
             return service.workers(self.settings)
+
+    def worker_command(self, name: str, action: str) -> dict[str, Any]:
+        with _reported():
+            return service.worker_command(name, action, _by(), self.settings)
 
     def log(self, job_id: str, after: int = 0) -> dict[str, Any]:
         """A Job's printed lines numbered above ``after`` (see ``live_log.read``)."""
@@ -229,6 +234,9 @@ class HttpClient:
 
     def workers(self) -> list[dict[str, Any]]:
         return self.call("GET", "/workers")
+
+    def worker_command(self, name: str, action: str) -> dict[str, Any]:
+        return self.call("POST", f"/workers/{name}/{action}")
 
     def log(self, job_id: str, after: int = 0) -> dict[str, Any]:
         return self.call("GET", f"/orders/{job_id}/log", params={"after": after})

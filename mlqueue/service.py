@@ -179,6 +179,17 @@ def workers(settings: Settings) -> list[dict[str, Any]]:
     return outcomes.workers(settings)
 
 
+def worker_command(name: str, action: str, by: str, settings: Settings) -> dict[str, Any]:
+    """Pause (suspend its Job, take none), drain (finish its Job, take none) or resume a worker.
+
+    ``name`` is ``w1@host`` or the unique ``w1``; the worker acts within a few seconds (``owner``).
+    Returns ``{"worker", "action", "message"}``; ``NotFound`` names the known workers.
+    """
+    from mlqueue import worker_control
+
+    return worker_control.command(name, action, by, settings)  # type: ignore[arg-type]
+
+
 def worker_counts(settings: Settings) -> dict[str, int]:
     """Workers registered, and those online with a fresh heartbeat (cheap: two counts)."""
     fresh_since = orders.now() - timedelta(seconds=settings.lost_after)

@@ -15,13 +15,14 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from mlqueue import orders, store
+from mlqueue.errors import InvalidInput, NotFound
 from mlqueue.settings import Settings
 
 ACTIONS = ("pause", "resume", "drain")
 Action = Literal["pause", "resume", "drain"]
 
 
-class WorkerNotFound(LookupError):
+class WorkerNotFound(NotFound):
     """No worker (or more than one) answers to the name given."""
 
 
@@ -50,7 +51,7 @@ def _escape(text: str) -> str:
 def command(name: str, action: Action, by: str = "cli", settings: Settings | None = None) -> dict[str, Any]:
     """Store ``action`` for the worker; returns ``{"worker", "action", "state"}``."""
     if action not in ACTIONS:
-        raise ValueError(f"unknown action {action!r}; use one of {', '.join(ACTIONS)}")
+        raise InvalidInput(f"unknown action {action!r}; use one of {', '.join(ACTIONS)}")
     worker = find(name, settings)
     update: dict[str, Any] = ({"$unset": {"control": ""}} if action == "resume" else
                               {"$set": {"control": {"action": action, "by": by, "at": orders.now()}}})

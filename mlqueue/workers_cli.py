@@ -1,29 +1,14 @@
-"""``mlqueue workers pause|resume|drain NAME``: hold a worker from the HQ (see ``worker_control``)."""
+"""``mlqueue workers pause|resume|drain NAME``: hold a worker from the HQ (``service.worker_command``)."""
 
 from __future__ import annotations
-
-import os
-import sys
-from typing import Any
 
 import click
 
 
 def _act(name: str, action: str) -> None:
-    from mlqueue import worker_control
-    from mlqueue.client import ClientError, HttpClient, connect
+    from mlqueue.cli import _client
 
-    params = click.get_current_context().find_root().params
-    try:
-        client = connect(params.get("hq_url"), params.get("token"))
-        if isinstance(client, HttpClient):
-            result: dict[str, Any] = client.call("POST", f"/workers/{name}/{action}")
-        else:
-            result = worker_control.command(name, action, by=f"cli@{os.uname().nodename}")  # type: ignore[arg-type]
-    except (ClientError, worker_control.WorkerNotFound) as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(2)
-    click.echo(result["message"])
+    click.echo(_client().worker_command(name, action)["message"])
 
 
 @click.group()

@@ -112,3 +112,21 @@ def test_the_cli_drives_a_remote_hq_with_no_store_access(api: Served, farm: Farm
     assert json.loads(flag.stdout)["orders"]["cancelled"] == 1
     local_only = _laptop(farm, api, "status", MLQUEUE_HQ_URL="")
     assert local_only.returncode != 0 and "mlqueue hq" in local_only.stderr  # proof: the laptop has no store
+
+
+def test_worker_commands_over_both_clients_and_the_laptop_cli(api: Served, farm: Farm) -> None:
+    farm.db.workers.insert_one({"name": "w1@desk", "online": True})
+    remote, local = HttpClient(api.url, api.token), LocalClient(farm.settings)
+    assert remote.worker_command("w1", "drain")["worker"] == "w1@desk"
+    assert farm.db.workers.find_one({"name": "w1@desk"})["control"]["action"] == "drain"
+    assert local.worker_command("w1@desk", "resume")["action"] == "resume"
+    assert "control" not in farm.db.workers.find_one({"name": "w1@desk"})
+    for client in (remote, local):
+        with pytest.raises(ClientError) as missing:
+            client.worker_command("nosuch", "pause")
+        assert missing.value.status == 404 and "w1@desk" in str(missing.value)
+    with pytest.raises(ClientError) as bad:
+        local.worker_command("w1", "reboot")
+    assert bad.value.status == 422
+    paused = _laptop(farm, api, "workers", "pause", "w1")
+    assert paused.returncode == 0 and "w1@desk: pause requested" in paused.stdout

@@ -26,7 +26,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import HTMLResponse
 from fastapi.security import APIKeyCookie, HTTPBearer
 
-from mlqueue import __version__, access, code_api, logs_api, machines_api, workers_api
+from mlqueue import __version__, access, code_api, logs_api, machines_api
 from mlqueue.api import datasets, health, jobs, orders, outcomes, problems, scripts, security, seeds, workers
 from mlqueue.api.deps import plain
 from mlqueue.api.problems import ERRORS, Problem, problem
@@ -46,7 +46,6 @@ ROUTERS: list[APIRouter] = [
     logs_api.router,
     machines_api.router,
     code_api.router,
-    workers_api.router,  # pause/resume/drain
 ]
 
 
