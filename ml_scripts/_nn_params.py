@@ -65,6 +65,8 @@ class Params(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
+    dataFileName: str | None = Field(None, min_length=1, description="the CSV to train on, from the project's "
+                                                                     "datasets (`mlqueue data push FILE`)")
     depedentVariable: str | None = Field(None, min_length=1, description="the target column (the seeds' spelling)")
     dependentVariable: str | None = Field(None, min_length=1, description="the target column (either spelling)")
     minDependentVarValue: float | None = Field(None, description="rows whose target is below this are dropped")

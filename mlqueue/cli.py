@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from mlqueue import jobs, tables
-from mlqueue.settings import get_settings, reload_settings, standard_home
+from mlqueue.settings import demo_home_instead, get_settings, reload_settings, standard_home
 
 HYPERPARAMETER_COLUMNS_MAX = 8
 SKIP_IN_TABLE = {"scriptName", "projectName"}
@@ -64,8 +64,9 @@ def main(home: Path | None, hq_url: str | None, token: str | None) -> None:
       mlqueue submit tasks/demo_job.json --wait
       mlqueue results                    # outcomes with their hyperparameters, best first
     """
-    if home is not None:
-        os.environ["MLQUEUE_HOME"] = str(home.expanduser().resolve())
+    demo = demo_home_instead() if home is None and click.get_current_context().invoked_subcommand != "hq" else None
+    if home is not None or demo is not None:
+        os.environ["MLQUEUE_HOME"] = str((home or demo).expanduser().resolve())  # type: ignore[union-attr]
         reload_settings()
 
 

@@ -38,12 +38,17 @@ def demo_home() -> Path | None:
 
 
 def default_home() -> Path:
-    """The home a CLI or worker uses: the standard one, or ``make run``'s demo home when the standard
-    one holds no HQ yet -- so the README's commands work as printed right after ``make run``."""
-    home = standard_home()
-    if "MLQUEUE_HOME" in os.environ or (home / HOME_CONFIG_NAME).is_file():
-        return home
-    return demo_home() or home
+    """The HQ home: where data, logs, generated config and credentials live."""
+    return standard_home()
+
+
+def demo_home_instead() -> Path | None:
+    """``make run``'s demo home, for the ``mlqueue`` command when nothing else names a home (no
+    ``MLQUEUE_HOME``, no HQ in ``~/.mlqueue``): the README's commands then work as printed after
+    ``make run``. Only the command line asks this; library code and tests never guess a home."""
+    if "MLQUEUE_HOME" in os.environ or (standard_home() / HOME_CONFIG_NAME).is_file():
+        return None
+    return demo_home()
 
 
 def project_config_file() -> Path:

@@ -86,6 +86,9 @@ def test_after_make_run_the_readme_commands_find_the_demo_home_and_a_lost_cli_sa
     status = _cli_in(checkout, fresh_shell, "status")
     assert status.returncode == 0 and "unassigned 1" in status.stdout, status.stderr
     assert job_id[:8] in _cli_in(checkout, fresh_shell, "show", job_id[:8]).stdout
+    library = subprocess.run([sys.executable, "-c", "from mlqueue.settings import get_settings as g; "
+                              "print(g().mongo_url)"], cwd=checkout, env=fresh_shell, capture_output=True, text=True)
+    assert library.stdout.strip() == "None", "only the command line may guess the demo's home"
 
     lost = _cli_in(tmp_path, {**fresh_shell, "MLQUEUE_HOME": str(tmp_path / "nowhere")}, "status")
     assert lost.returncode != 0
