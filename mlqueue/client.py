@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any, Protocol
+from urllib.parse import quote
 
 import httpx
 
@@ -48,6 +49,9 @@ class Client(Protocol):
     def worker_command(self, name: str, action: str) -> dict[str, Any]: ...
     def log(self, job_id: str, after: int = 0) -> dict[str, Any]: ...
     def follow_log(self, job_id: str, after: int = 0) -> Iterator[dict[str, Any]]: ...
+    def invite(self) -> dict[str, Any]: ...
+    def machines(self) -> list[dict[str, Any]]: ...
+    def remove_machine(self, name: str) -> dict[str, Any]: ...
 
 
 def connect(hq_url: str | None = None, token: str | None = None, settings: Settings | None = None) -> Client:
@@ -131,6 +135,18 @@ class LocalClient:
 
         first = self.log(job_id, after)
         yield from live_log.follow(first["jobId"], after, self.settings)
+
+    def invite(self) -> dict[str, Any]:
+        with _reported():
+            return service.create_invite(_by(), self.settings)
+
+    def machines(self) -> list[dict[str, Any]]:
+        with _reported():
+            return service.machines_list(self.settings)
+
+    def remove_machine(self, name: str) -> dict[str, Any]:
+        with _reported():
+            return service.remove_machine(name, self.settings)
 
 
 @contextmanager
@@ -263,6 +279,15 @@ class HttpClient:
             except httpx.HTTPError:
                 time.sleep(0.5)  # the connection dropped: reconnect after the last line received
         raise ClientError(f"lost the log stream of job {job_id} too many times; is the HQ at {self.url} up?")
+
+    def invite(self) -> dict[str, Any]:
+        return self.call("POST", "/invites")
+
+    def machines(self) -> list[dict[str, Any]]:
+        return self.call("GET", "/machines")
+
+    def remove_machine(self, name: str) -> dict[str, Any]:
+        return self.call("POST", f"/machines/{quote(name, safe='')}/remove")
 
 
 def rank(rows: list[dict[str, Any]], sort: str, descending: bool) -> list[dict[str, Any]]:

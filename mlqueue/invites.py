@@ -20,6 +20,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from mlqueue import store
+from mlqueue.errors import MlqueueError
 from mlqueue.settings import Settings, get_settings
 
 ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"  # Crockford base 32: no I, L, O, U to misread
@@ -28,8 +29,10 @@ VALID_FOR = timedelta(minutes=10)
 TYPO_FIXES = str.maketrans({"O": "0", "I": "1", "L": "1"})
 
 
-class InviteError(ValueError):
+class InviteError(MlqueueError, ValueError):
     """A code that cannot be spent; the message says why and what to do."""
+
+    status = 403
 
 
 def now() -> datetime:

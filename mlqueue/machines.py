@@ -29,6 +29,7 @@ import redis
 from pymongo.errors import OperationFailure
 
 from mlqueue import invites, store
+from mlqueue.errors import InvalidInput, MlqueueError, NotFound, Unreachable
 from mlqueue.settings import HOME_CONFIG_NAME, Settings, get_settings, read_json_file
 
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
@@ -39,12 +40,24 @@ ACTIVE, REVOKED = "active", "revoked"
 REDIS_RULES = ("~*", "&*", "+@all", "-@admin", "-@dangerous")
 
 
-class MachineError(ValueError):
-    """A machine operation that cannot be done; the message says why and how to fix it."""
+class MachineError(MlqueueError):
+    """A machine operation that cannot be done (e.g. a name already in the house); the message says why."""
+
+    status = 409
 
 
-class BrokerRefused(MachineError):
+class BadMachineName(MachineError, InvalidInput):
+    status = 422
+
+
+class UnknownMachine(MachineError, NotFound):
+    status = 404
+
+
+class BrokerRefused(MachineError, Unreachable):
     """The broker would not create or delete a machine's user (an external Redis without ACL rights)."""
+
+    status = 503
 
 
 def now() -> datetime:
@@ -54,7 +67,7 @@ def now() -> datetime:
 def check_name(name: str) -> str:
     clean = name.strip().lower()
     if not NAME_PATTERN.match(clean):
-        raise MachineError(f"{name!r} is not a usable machine name: use lowercase letters, digits and dashes "
+        raise BadMachineName(f"{name!r} is not a usable machine name: use lowercase letters, digits and dashes "
                            "(at most 40), e.g. --name laptop-2")
     return clean
 
@@ -179,7 +192,7 @@ def revoke(name: str, settings: Settings | None = None) -> dict[str, Any]:
     settings = settings or get_settings()
     machine = get(name, settings)
     if machine is None:
-        raise MachineError(f"no machine named {name!r}; `mlqueue machines ls` lists them")
+        raise UnknownMachine(f"no machine named {name!r}; `mlqueue machines ls` lists them")
     conn = _redis_admin(settings)
     conn.execute_command("ACL", "DELUSER", user_of(name))  # also closes its connections
     closed = 0

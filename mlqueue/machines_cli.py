@@ -29,27 +29,15 @@ def _fail(message: str, code: int = 2) -> None:
     sys.exit(code)
 
 
-def _remote() -> tuple[str, str] | None:
-    """``(url, token)`` when the command was given ``--hq``; None to act on this machine's HQ directly."""
-    params = click.get_current_context().find_root().params
-    if not params.get("hq_url"):
-        return None
-    token = params.get("token") or get_settings().token
-    if not token:
-        _fail("--hq needs the HQ's token too: --token TOKEN or MLQUEUE_TOKEN")
-    return params["hq_url"].rstrip("/"), token
+def _client() -> Any:
+    """The HQ's use cases, on this machine's store or over ``--hq URL`` (errors end the command)."""
+    from mlqueue.cli import _client as client
+
+    return client()
 
 
-def _call(method: str, path: str, remote: tuple[str, str], body: Any = None) -> Any:
-    url, token = remote
-    try:
-        response = httpx.request(method, url + path, json=body, timeout=60,
-                                 headers={"Authorization": f"Bearer {token}"})
-    except httpx.HTTPError as exc:
-        _fail(f"cannot reach the HQ at {url} ({exc}); is `mlqueue hq` running there?")
-    if response.status_code >= 400:
-        _fail(_error_text(response))
-    return response.json()
+def _hq_url() -> str | None:
+    return click.get_current_context().find_root().params.get("hq_url")
 
 
 def _error_text(response: httpx.Response) -> str:
@@ -99,21 +87,12 @@ def worker_command(machine: str, home: Path) -> str:
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
 def invite(fmt: str) -> None:
     """A one-time code (valid 10 minutes) that lets one more machine join the house."""
-    remote = _remote()
-    if remote:
-        made = _call("POST", "/invites", remote)
-        where = remote[0].split("://", 1)[-1]
-    else:
-        from mlqueue import invites
-
-        get_settings().require_urls()
-        made = invites.create(by="cli")
-        made["expires"] = made["expires"].isoformat()
-        where = hq_address()
+    made = _client().invite()
+    where = _hq_url().split("://", 1)[-1] if _hq_url() else hq_address()
     if fmt == "json":
-        click.echo(json.dumps({"code": made["code"], "expires": made["expires"]}))
+        click.echo(json.dumps({"code": made["code"], "expires": made["expires"].isoformat()}))
         return
-    click.echo(f"invite code {made['code']}  (valid once, until {made['expires'][11:19]} UTC)")
+    click.echo(f"invite code {made['code']}  (valid once, until {made['expires']:%H:%M:%S} UTC)")
     click.echo(f"on the other machine:  mlqueue join {where} --code {made['code']}")
     click.echo(f"  (on the same LAN `mlqueue join --code {made['code']}` finds this HQ by itself)")
 
@@ -218,14 +197,7 @@ def machines_group() -> None:
 @click.option("--format", "fmt", type=click.Choice(tables.FORMATS), default="table", show_default=True)
 def machines_ls(fmt: str) -> None:
     """Every machine that joined, with its state: online, offline or revoked."""
-    remote = _remote()
-    if remote:
-        rows = _call("GET", "/machines", remote)
-    else:
-        from mlqueue import machines
-
-        get_settings().require_urls()
-        rows = machines.listing()
+    rows = _client().machines()
     if fmt == "json":
         click.echo(tables.to_json(rows))
         return
@@ -239,17 +211,7 @@ def machines_ls(fmt: str) -> None:
 @click.argument("name")
 def machines_remove(name: str) -> None:
     """Revoke machine NAME: it takes no more Jobs and reads nothing more from the store."""
-    remote = _remote()
-    if remote:
-        done = _call("POST", f"/machines/{name}/remove", remote)
-    else:
-        from mlqueue import machines
-
-        get_settings().require_urls()
-        try:
-            done = machines.revoke(name)
-        except machines.MachineError as exc:
-            _fail(str(exc))
+    done = _client().remove_machine(name)
     click.echo(f"removed {done['machine']}: its broker user is deleted and its connections closed")
     if done["storeRevoked"]:
         click.echo(f"  its store user is deleted too ({done['storeConnectionsClosed']} connections closed)")
@@ -279,24 +241,15 @@ def machines_add(target: str, port: int | None, identity: Path | None, known_hos
                  directory: str, name: str | None, hq_address: str | None, offline: bool,
                  reuse_site_packages: str | None, no_service: bool) -> None:
     """Add a machine over SSH: install this mlqueue there, join it with a fresh code, start its worker."""
-    from mlqueue import invites, machines, ssh_add
+    from mlqueue import machines, ssh_add
 
-    remote = _remote()
-    if remote:
-        code = _call("POST", "/invites", remote)["code"]
-        address = hq_address or remote[0].split("://", 1)[-1]
+    client = _client()
+    code = client.invite()["code"]
+    address = hq_address or (_hq_url().split("://", 1)[-1] if _hq_url() else hq_address_default())
 
-        def registered(machine: str) -> dict[str, Any] | None:
-            rows = _call("GET", "/machines", remote)
-            return next((r["capabilities"] for r in rows if r["name"] == machine and r["state"] == "online"), None)
-    else:
-        get_settings().require_urls()
-        code = invites.create(by="machines add")["code"]
-        address = hq_address or hq_address_default()
-
-        def registered(machine: str) -> dict[str, Any] | None:
-            return next((r["capabilities"] for r in machines.listing()
-                         if r["name"] == machine and r["state"] == "online"), None)
+    def registered(machine: str) -> dict[str, Any] | None:
+        return next((r["capabilities"] for r in client.machines() if r["name"] == machine
+                     and r["state"] == "online"), None)
     options = ssh_add.Options(python=python, directory=directory, name=name, hq_address=address,
                               identity=identity, known_hosts=known_hosts, offline=offline,
                               reuse_site_packages=reuse_site_packages, service=not no_service)

@@ -216,3 +216,34 @@ def datasets_list(settings: Settings, project: str | None = None) -> list[dict[s
     from mlqueue import datasets
 
     return datasets.listing(project, settings=settings)
+
+
+# --------------------------------------------------------------------------- machines of the house
+
+
+def create_invite(by: str, settings: Settings) -> dict[str, Any]:
+    """A one-time code (10 minutes) that lets one machine join: ``{"code", "expires"}``."""
+    from mlqueue import invites
+
+    return invites.create(by=by, settings=settings)
+
+
+def join_machine(name: str, code: str, host: str, address: str | None, settings: Settings) -> dict[str, Any]:
+    """Spend ``code`` for machine ``name``: its own broker/store credentials, addressed to ``host``."""
+    from mlqueue import machines
+
+    return machines.enroll(name, code, host, settings, address=address)
+
+
+def machines_list(settings: Settings) -> list[dict[str, Any]]:
+    """Every machine that joined: online, offline or revoked, with its worker's capabilities."""
+    from mlqueue import machines
+
+    return machines.listing(settings)
+
+
+def remove_machine(name: str, settings: Settings) -> dict[str, Any]:
+    """Revoke machine ``name``: no more Jobs, no more store reads (``NotFound`` if it never joined)."""
+    from mlqueue import machines
+
+    return machines.revoke(name, settings)

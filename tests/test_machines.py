@@ -21,6 +21,7 @@ from conftest import ROOT, start_hq, wait_for
 from pymongo.errors import OperationFailure
 
 from mlqueue import invites, jobs, orders, store
+from mlqueue.client import ClientError, HttpClient, LocalClient
 from mlqueue.settings import Settings
 
 
@@ -162,6 +163,21 @@ def test_a_revoked_machine_takes_no_jobs_and_cannot_read_the_store(hq: HQRun, tm
     # The name can be reused only through a new invite, with new credentials.
     assert hq.join(tmp_path / "gone2", hq.invite(), "gone").returncode == 0
     assert json.loads((tmp_path / "gone2" / "config.json").read_text())["broker_url"] != gone["broker_url"]
+
+
+def test_both_clients_mint_codes_list_and_remove_machines_alike(hq: HQRun, tmp_path: Path) -> None:
+    remote, local = HttpClient(hq.url, hq.config["token"]), LocalClient(hq.settings)
+    assert hq.join(tmp_path / "viahttp", remote.invite()["code"], "viahttp").returncode == 0
+    there, here = remote.machines(), local.machines()
+    assert [(m["name"], m["state"], m["joined"]) for m in there] == [(m["name"], m["state"], m["joined"]) for m in here]
+    with pytest.raises(ClientError) as missing:
+        remote.remove_machine("no-such-machine")
+    assert missing.value.status == 404 and "mlqueue machines ls" in str(missing.value)
+    listed = hq.cli("--hq", hq.url, "--token", hq.config["token"], "machines", "ls")
+    assert listed.returncode == 0 and "viahttp" in listed.stdout
+    removed = hq.cli("--hq", hq.url, "--token", hq.config["token"], "machines", "remove", "viahttp")
+    assert removed.returncode == 0 and "removed viahttp" in removed.stdout
+    assert {m["name"]: m["state"] for m in local.machines()}["viahttp"] == "revoked"
 
 
 def test_a_home_copied_from_another_computer_does_not_start_a_worker(hq: HQRun, tmp_path: Path) -> None:

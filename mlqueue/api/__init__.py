@@ -26,8 +26,8 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import HTMLResponse
 from fastapi.security import APIKeyCookie, HTTPBearer
 
-from mlqueue import __version__, access, code_api, logs_api, machines_api
-from mlqueue.api import datasets, health, jobs, orders, outcomes, problems, scripts, security, seeds, workers
+from mlqueue import __version__, access, code_api, logs_api
+from mlqueue.api import datasets, health, jobs, machines, orders, outcomes, problems, scripts, security, seeds, workers
 from mlqueue.api.deps import plain
 from mlqueue.api.problems import ERRORS, Problem, problem
 from mlqueue.api.security import COOKIE, MAX_BODY_BYTES, BodyLimit, TokenGate, token_matches
@@ -44,7 +44,7 @@ ROUTERS: list[APIRouter] = [
     scripts.router, datasets.router,
     seeds.router,  # the seeds' compatibility routes
     logs_api.router,
-    machines_api.router,
+    machines.router,
     code_api.router,
 ]
 

@@ -1,8 +1,8 @@
-"""HTTP routes for invites and machines.
+"""``/invites`` and ``/machines``: growing the house, and taking a machine back out.
 
-``POST /machines/join`` is the one route reachable without the HQ token — a machine that is joining has
-no token, only an invite code — so it is rate-limited per client and in total, and does nothing unless
-the code is valid. Every other route here is behind the token gate like the rest of the API.
+``POST /machines/join`` is the one route reachable without the HQ token (listed in ``security``) — a
+machine that is joining has no token, only an invite code — so wrong codes are braked per client and in
+total, and nothing is done unless the code is valid. Every other route here is behind the token gate.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from typing import Any
 from fastapi import APIRouter, HTTPException, Request
 from pydantic import BaseModel, Field
 
-from mlqueue import invites, machines
-from mlqueue.settings import Settings
+from mlqueue import invites, service
+from mlqueue.api.deps import SettingsDep, WhoDep, plain
 
 JOIN_PATH = "/machines/join"
 router = APIRouter(tags=["machines"])
@@ -40,19 +40,15 @@ class Joined(BaseModel):
     storeRevocable: bool
 
 
-def _settings(request: Request) -> Settings:
-    return request.app.state.settings
-
-
 @router.post("/invites", response_model=Invite, status_code=201)
-def create_invite(request: Request) -> dict[str, Any]:
+def create_invite(settings: SettingsDep, who: WhoDep) -> dict[str, Any]:
     """A one-time code, valid for 10 minutes, that lets one machine join the house."""
-    return invites.create(by=f"api@{request.client.host if request.client else '?'}", settings=_settings(request))
+    return service.create_invite(who, settings)
 
 
 @router.post(JOIN_PATH, response_model=Joined, responses={403: {"description": "the code is unknown, used or "
                                                                 "expired"}, 429: {"description": "too many tries"}})
-def join(body: JoinRequest, request: Request) -> dict[str, Any]:
+def join(body: JoinRequest, request: Request, settings: SettingsDep) -> dict[str, Any]:
     """Exchange an invite code for this machine's own credentials (no token needed: the code is the key)."""
     client = request.client.host if request.client else "?"
     if not limiter.allow(client):
@@ -60,32 +56,19 @@ def join(body: JoinRequest, request: Request) -> dict[str, Any]:
                             headers={"Retry-After": "60"})
     host = request.url.hostname or "127.0.0.1"  # the address this machine reached the HQ at
     try:
-        machines.check_name(body.name)
-    except machines.MachineError as exc:
-        raise HTTPException(422, str(exc)) from None
-    try:
-        return machines.enroll(body.name, body.code, host, _settings(request), address=client)
-    except invites.InviteError as exc:
+        return service.join_machine(body.name, body.code, host, client, settings)
+    except invites.InviteError:
         limiter.failed(client)
-        raise HTTPException(403, str(exc)) from None
-    except machines.BrokerRefused as exc:
-        raise HTTPException(503, str(exc)) from None
-    except machines.MachineError as exc:
-        raise HTTPException(409, str(exc)) from None
+        raise
 
 
 @router.get("/machines")
-def list_machines(request: Request) -> list[dict[str, Any]]:
+def list_machines(settings: SettingsDep) -> list[dict[str, Any]]:
     """Every machine that joined, with its state (online, offline, revoked) and capabilities."""
-    from mlqueue.api import plain
-
-    return plain(machines.listing(_settings(request)))
+    return plain(service.machines_list(settings))
 
 
 @router.post("/machines/{name}/remove")
-def remove_machine(name: str, request: Request) -> dict[str, Any]:
+def remove_machine(name: str, settings: SettingsDep) -> dict[str, Any]:
     """Revoke a machine: it can take no more Jobs and read nothing more from the store."""
-    try:
-        return machines.revoke(name, _settings(request))
-    except machines.MachineError as exc:
-        raise HTTPException(404, str(exc)) from None
+    return service.remove_machine(name, settings)
