@@ -44,6 +44,7 @@ bench: $(STAMP) /usr/bin/chromium ## benchmarks (long); figures are printed and 
 	$(PY) bench/dashboard_first_page.py
 	$(PY) bench/sweep_efficiency.py
 	$(PY) bench/checkpoint_overhead.py
+	$(PY) bench/owner_reaction.py
 
 chaos: $(STAMP) ## the chaos suite: every fault at full size, the tally printed and saved (see docs/reliability.md)
 	$(PY) -m chaos --json bench/results/chaos.json

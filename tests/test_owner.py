@@ -119,3 +119,19 @@ def test_pause_from_the_hq_and_unknown_worker_names(farm: Farm) -> None:
     assert farm.wait_final(job_id)["state"] == "succeeded"
     bad = farm.run_cli("workers", "pause", "nosuch")
     assert bad.returncode != 0 and "no worker named 'nosuch'" in bad.stderr and "w1@" in bad.stderr
+
+
+def test_a_job_paused_longer_than_max_pause_is_yielded_to_another_machine(farm: Farm, tmp_path: Path) -> None:
+    probe = tmp_path / "owner-input"
+    farm.start_worker("w1", **owner_env(probe, "pause"), MLQUEUE_MAX_PAUSE="2")
+    [job_id] = farm.submit({"scriptName": "toy", "epochs": 20, "sleepSeconds": 6, "checkpointEvery": 1, "x": 1.0})
+    wait_for(lambda: epoch(farm, job_id) >= 3, what="the job to checkpoint on w1")
+    farm.start_worker("w2")
+    with owner_typing(probe):
+        order = farm.wait_final(job_id)
+    whys = [e["why"] for e in order["history"]]
+    paused = next(i for i, w in enumerate(whys) if w.startswith("attempt 1 paused"))
+    yielded = next(i for i, w in enumerate(whys) if "yielded (paused longer than max_pause 2s)" in w)
+    assert paused < yielded
+    assert order["state"] == "succeeded" and order["outcome"]["worker"].startswith("w2@")
+    assert order["outcome"]["resumed"].startswith("resumed from epoch")
