@@ -122,19 +122,13 @@ class LocalClient:
 
     def log(self, job_id: str, after: int = 0) -> dict[str, Any]:
         """A Job's printed lines numbered above ``after`` (see ``live_log.read``)."""
-        from mlqueue import live_log
-
-        try:
-            return live_log.read(job_id, after, self.settings)
-        except orders.OrderError as exc:
-            raise ClientError(str(exc), 404) from None
+        with _reported():
+            return service.order_log(job_id, after, self.settings)
 
     def follow_log(self, job_id: str, after: int = 0) -> Iterator[dict[str, Any]]:
         """Chunks of new lines as the script prints them, the last one ``final`` when the Job has ended."""
-        from mlqueue import live_log
-
-        first = self.log(job_id, after)
-        yield from live_log.follow(first["jobId"], after, self.settings)
+        with _reported():
+            yield from service.follow_order_log(job_id, after, self.settings)
 
     def invite(self) -> dict[str, Any]:
         with _reported():

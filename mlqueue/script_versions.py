@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from mlqueue import scripts, store
+from mlqueue.errors import InvalidInput, MlqueueError, NotFound
 from mlqueue.settings import Settings, get_settings
 
 MAX_SOURCE_BYTES = 1_000_000
@@ -31,8 +32,16 @@ def run(job, report):
 '''
 
 
-class VersionError(LookupError):
-    """Raised when a script or version does not exist, or a save is refused (the message says why)."""
+class VersionError(MlqueueError):
+    """Raised when a script version cannot be read or saved (the message says why)."""
+
+
+class VersionNotFound(VersionError, NotFound):
+    """Raised when a script has no such version (or no versions at all)."""
+
+
+class VersionRefused(VersionError, InvalidInput):
+    """Raised when a save is refused: not a script name, text too long, or not Python; nothing is stored."""
 
 
 def _files(settings: Settings) -> Any:
@@ -63,7 +72,7 @@ def source(name: str, version: str | None = None, settings: Settings | None = No
     found = versions(name, settings)
     chosen = next((v for v in found if version is None or v["sha256"].startswith(version)), None)
     if chosen is None:
-        raise VersionError(f"script {name!r} has no version {version!r}; its versions: "
+        raise VersionNotFound(f"script {name!r} has no version {version!r}; its versions: "
                            f"{', '.join(v['sha256'][:12] for v in found) or '(none)'}")
     if chosen["source"] == "builtin":
         text = (Path(settings.scripts_dir) / f"{name}.py").read_text(errors="replace")
@@ -77,7 +86,7 @@ def source(name: str, version: str | None = None, settings: Settings | None = No
 def _bundle(name: str, sha256: str, settings: Settings) -> zipfile.ZipFile:
     doc = _files(settings).find_one({"metadata.name": name, "metadata.sha256": sha256})
     if doc is None:
-        raise VersionError(f"script {name!r} has no pushed version {sha256[:12]}")
+        raise VersionNotFound(f"script {name!r} has no pushed version {sha256[:12]}")
     buf = io.BytesIO()
     store.bucket(scripts.BUCKET, settings).download_to_stream(doc["_id"], buf)
     return zipfile.ZipFile(buf)
@@ -96,9 +105,9 @@ def save(name: str, text: str, base: str | None = None, settings: Settings | Non
     try:
         size = len(text.encode())
     except UnicodeEncodeError:
-        raise VersionError("the script's text is not valid Unicode (a lone surrogate); nothing was saved") from None
+        raise VersionRefused("the script's text is not valid Unicode (a lone surrogate); nothing was saved") from None
     if size > MAX_SOURCE_BYTES:
-        raise VersionError(f"the script is over {MAX_SOURCE_BYTES // 1000} kB; push large code with "
+        raise VersionRefused(f"the script is over {MAX_SOURCE_BYTES // 1000} kB; push large code with "
                            "`mlqueue scripts push FOLDER`")
     _check_syntax(name, text)
     before = versions(name, settings)
@@ -172,7 +181,7 @@ def job_template(name: str, settings: Settings | None = None, version: str | Non
 
 def _check_name(name: str) -> None:
     if not scripts.NAME_RE.match(name or "") or name.endswith(".py"):
-        raise VersionError(f"{name!r} is not a script name: use letters, digits, _ and - (no .py)")
+        raise VersionRefused(f"{name!r} is not a script name: use letters, digits, _ and - (no .py)")
 
 
 def _check_syntax(name: str, text: str) -> None:
@@ -180,7 +189,7 @@ def _check_syntax(name: str, text: str) -> None:
     try:
         compile(text, f"{name}.py", "exec")
     except SyntaxError as exc:
-        raise VersionError(f"{name}.py line {exc.lineno}, column {exc.offset}: {exc.msg}; nothing was saved") \
+        raise VersionRefused(f"{name}.py line {exc.lineno}, column {exc.offset}: {exc.msg}; nothing was saved") \
             from None
     except ValueError as exc:  # e.g. a NUL character
-        raise VersionError(f"{name}.py cannot be Python: {exc}; nothing was saved") from None
+        raise VersionRefused(f"{name}.py cannot be Python: {exc}; nothing was saved") from None

@@ -18,13 +18,15 @@ To add a use case:
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
 from bson import ObjectId
 from bson.errors import InvalidId
 
-from mlqueue import house, jobs, orders, outcomes, scripts, store
+from mlqueue import house, jobs, live_log, orders, outcomes, scripts, store
+from mlqueue import script_versions as versions
 from mlqueue.errors import Conflict, NotFound
 from mlqueue.settings import Settings
 
@@ -209,6 +211,51 @@ def scripts_list(settings: Settings) -> list[dict[str, Any]]:
 def script_check(name: str, settings: Settings) -> None:
     """``NotFound`` unless a Job could run the script ``name``."""
     scripts.resolve(name, settings)
+
+
+# --------------------------------------------------------------------------- script versions, live output
+
+
+def script_versions(name: str, settings: Settings) -> list[dict[str, Any]]:
+    """Every version of a script, newest first (the first is what Jobs naming it run); ``NotFound`` if none."""
+    found = versions.versions(name, settings)
+    if not found:
+        raise NotFound(f"no script {name!r}: save one (POST /scripts/{name}/versions) or push it")
+    return found
+
+
+def script_source(name: str, version: str | None, settings: Settings) -> dict[str, Any]:
+    """One version's entry-file text, with ``previous`` and ``current``."""
+    return versions.source(name, version, settings)
+
+
+def save_script_version(name: str, text: str, base: str | None, settings: Settings) -> dict[str, Any]:
+    """A new hash-addressed version of the script (never overwriting one); ``created`` False if unchanged."""
+    return versions.save(name, text, base, settings)
+
+
+def script_diff(name: str, version: str | None, against: str | None, settings: Settings) -> dict[str, Any]:
+    """A unified diff of a version (default: current) against another (default: the one before it)."""
+    return versions.diff(name, version, against, settings)
+
+
+def script_template(name: str, version: str | None, settings: Settings) -> dict[str, Any]:
+    """A Job for the script prefilled from its ``Params`` defaults."""
+    return versions.job_template(name, settings, version)
+
+
+def order_log(job_id: str, after: int, settings: Settings, limit: int | None = None) -> dict[str, Any]:
+    """The lines a Job printed numbered above ``after`` (see ``live_log.read``); ``NotFound`` for no Job."""
+    try:
+        return live_log.read(job_id, after, settings, limit)
+    except orders.OrderError as exc:
+        raise NotFound(str(exc)) from None
+
+
+def follow_order_log(job_id: str, after: int, settings: Settings) -> Iterator[dict[str, Any]]:
+    """Chunks of new lines as they are printed, the last one ``final`` once the Job has ended."""
+    first = order_log(job_id, after, settings)  # NotFound before anything is streamed
+    return live_log.follow(first["jobId"], after, settings)
 
 
 def datasets_list(settings: Settings, project: str | None = None) -> list[dict[str, Any]]:

@@ -26,8 +26,22 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import HTMLResponse
 from fastapi.security import APIKeyCookie, HTTPBearer
 
-from mlqueue import __version__, access, code_api, logs_api
-from mlqueue.api import datasets, health, jobs, machines, orders, outcomes, problems, scripts, security, seeds, workers
+from mlqueue import __version__, access
+from mlqueue.api import (
+    datasets,
+    health,
+    jobs,
+    logs,
+    machines,
+    orders,
+    outcomes,
+    problems,
+    script_versions,
+    scripts,
+    security,
+    seeds,
+    workers,
+)
 from mlqueue.api.deps import plain
 from mlqueue.api.problems import ERRORS, Problem, problem
 from mlqueue.api.security import COOKIE, MAX_BODY_BYTES, BodyLimit, TokenGate, token_matches
@@ -43,9 +57,9 @@ ROUTERS: list[APIRouter] = [
     health.router, security.router, jobs.router, orders.router, outcomes.router, workers.router,
     scripts.router, datasets.router,
     seeds.router,  # the seeds' compatibility routes
-    logs_api.router,
+    logs.router,  # live output
     machines.router,
-    code_api.router,
+    script_versions.router,  # the Code page's versions, source, diff, template
 ]
 
 

@@ -1,7 +1,7 @@
 """Code: the scripts the farm knows, each version by hash, an editor, save, diff, and "Run on…" a machine.
 
 The editor is Ace, bundled in ``assets/ace`` (nothing from a CDN); ``assets/mlqueue.js`` copies its text
-into the ``code-text`` store as you type. Saving goes through ``script_versions.save`` — the same
+into the ``code-text`` store as you type. Saving is the use case ``service.save_script_version`` — the same
 hash-addressed bundles as ``mlqueue scripts push`` and ``POST /scripts/{name}/versions`` — so a version
 is never overwritten. Running submits an ordinary Job pinned to the version shown (``scriptHash``) and,
 when a machine is chosen, to that machine (``worker``), validated exactly as ``mlqueue submit`` does.
@@ -18,8 +18,9 @@ from typing import Any
 import dash
 from dash import Input, Output, State, dcc, html
 
-from mlqueue import jobs, orders, script_versions, scripts, store
+from mlqueue import orders, script_versions, scripts, service, store
 from mlqueue.dashboard.common import Ctx, message
+from mlqueue.errors import MlqueueError
 
 ANY_MACHINE = ""
 SWEEP_TEMPLATE = """name: {name}-sweep
@@ -156,7 +157,7 @@ def register(ctx: Ctx) -> None:
                     "A script name is letters, digits, _ and - (e.g. my_trainer).", "error")
         if not name:
             return None, [], None, ""
-        found = script_versions.versions(name, ctx.settings)
+        found = script_versions.versions(name, ctx.settings)  # [] for a new script (not an error here)
         note = "" if found else message(f"New script {name}: write it, then Save.", "info")
         if found and found[0]["source"] == "builtin":
             note = message(f"{name} is built in: saving stores a pushed version, which every Job naming {name} "
@@ -175,10 +176,10 @@ def register(ctx: Ctx) -> None:
             text = script_versions.NEW_SCRIPT.format(name=name)
             job = {"scriptName": name, "epochs": 3}
             return {"text": text, "nonce": nonce}, "(a new script: nothing saved yet)", json.dumps(job, indent=2)
-        shown = script_versions.source(name, version, ctx.settings)
-        changes = script_versions.diff(name, version, settings=ctx.settings)["diff"]
+        shown = service.script_source(name, version, ctx.settings)
+        changes = service.script_diff(name, version, None, ctx.settings)["diff"]
         keep = _job_for(job_text, name)
-        job = script_versions.job_template(name, ctx.settings, version)
+        job = service.script_template(name, version, ctx.settings)
         return {"text": shown["text"], "nonce": nonce}, diff_view(changes), \
             dash.no_update if keep else json.dumps(job, indent=2)
 
@@ -206,7 +207,7 @@ def register(ctx: Ctx) -> None:
                 spec.file.base["worker"] = worker
             sweep_id = sweep_driver.create(spec, text or "", "dashboard code page", by="dashboard",
                                            settings=ctx.settings)
-        except (sweeps.SweepError, jobs.JobError, ValueError) as exc:
+        except (sweeps.SweepError, MlqueueError, ValueError) as exc:
             return html.Pre(str(exc), className="message error")
         return html.Div(["Sweep started: ", dcc.Link(f"sweep {sweep_id}", href=ctx.href(f"/sweep/{sweep_id}"),
                                                      id="code-sweep-link")], className="message ok")
@@ -223,8 +224,8 @@ def register(ctx: Ctx) -> None:
             return dash.no_update, dash.no_update, message("Open a script or start a new file first.", "error"), \
                 dash.no_update
         try:
-            saved = script_versions.save(name, text or "", base, ctx.settings)
-        except script_versions.VersionError as exc:
+            saved = service.save_script_version(name, text or "", base, ctx.settings)
+        except MlqueueError as exc:
             return dash.no_update, dash.no_update, message(str(exc), "error"), dash.no_update
         note = f"Saved {name} version {saved['sha256'][:12]}" if saved["created"] else \
             f"Unchanged: {name} is already version {saved['sha256'][:12]}"
@@ -258,8 +259,8 @@ def register(ctx: Ctx) -> None:
         else:
             job.pop("worker", None)
         try:
-            [job_id] = orders.submit([jobs.validate(job, "Job", ctx.settings)], by="dashboard", settings=ctx.settings)
-        except jobs.JobError as exc:
+            [job_id] = service.submit([job], "dashboard", ctx.settings, where=["Job"])
+        except MlqueueError as exc:
             return message(f"Refused, nothing was submitted: {exc}", "error")
         where = worker or "the first free machine"
         return html.Div([f"Job {job_id} queued for {where}: ",

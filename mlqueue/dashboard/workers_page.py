@@ -22,6 +22,7 @@ from dash import ALL, Input, Output, State, dcc, html
 from mlqueue import orders, speed, store, worker_control
 from mlqueue.dashboard.common import Ctx, empty_figure, figure, message, state_badge
 from mlqueue.dashboard.job_page import curves
+from mlqueue.errors import MlqueueError
 
 ML_SHOWN = ("tensorflow", "torch", "scikit-learn", "xgboost")
 
@@ -227,7 +228,7 @@ def register(ctx: Ctx) -> None:
             return dash.no_update
         try:
             done = worker_control.command(target["worker"], target["action"], "dashboard", ctx.settings)
-        except LookupError as exc:
+        except (LookupError, MlqueueError) as exc:
             return message(str(exc), "error")
         return message(done.get("message") or f"{target['worker']}: {target['action']} requested", "ok")
 
@@ -247,7 +248,10 @@ def register(ctx: Ctx) -> None:
     @ctx.app.callback(Output("machines-invite-code", "children"), Input("machines-invite", "n_clicks"),
                       prevent_initial_call=True)
     def _invite(_clicks: int | None) -> Any:
-        return invite_note(ctx.settings)
+        try:
+            return invite_note(ctx.settings)
+        except MlqueueError as exc:  # e.g. a read-only token
+            return message(str(exc), "error")
 
     @ctx.app.callback(Output("machines", "children"), Output("machines-shown", "data"),
                       Input("machines-poll", "n_intervals"), State("machines-shown", "data"))

@@ -1,8 +1,8 @@
 """``GET /orders/{id}/log``: a Job's output, read once (JSON) or followed live (server-sent events).
 
 The stream is what the dashboard's Machines page shows as a machine's live output and what
-``mlqueue logs -f`` prints. It behaves like any other route: the HQ token is checked before it is
-reached, and an unknown Job is a 404 with a message.
+``mlqueue logs -f`` prints (the use cases ``service.order_log``/``follow_order_log``). The token is
+checked before the route is reached, and an unknown Job is a 404 with a message, as everywhere.
 """
 
 from __future__ import annotations
@@ -12,21 +12,18 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from fastapi import APIRouter, Header, HTTPException, Path, Query, Request
+from fastapi import APIRouter, Header, Path, Query, Request
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from mlqueue import live_log, orders
+from mlqueue import live_log, service
+from mlqueue.api.deps import ID_PATTERN, SettingsDep
+from mlqueue.api.problems import NOT_FOUND
 from mlqueue.settings import Settings
 
-ID_PATTERN = r"^[0-9a-fA-F]{4,24}$"
 LINES_MAX = 5000
 
 router = APIRouter(tags=["orders"])
-
-
-def _settings(request: Request) -> Settings:
-    return request.app.state.settings
 
 
 def _plain(chunk: live_log.Chunk) -> dict[str, Any]:
@@ -38,9 +35,8 @@ def _plain(chunk: live_log.Chunk) -> dict[str, Any]:
                                             "``follow=true`` a ``text/event-stream`` of ``line`` events "
                                             "(data: ``{seq, at, stream, line}``) and one closing ``end`` "
                                             "event (data: ``{jobId, state}``)",
-                             "content": {"text/event-stream": {}}},
-                       404: {"description": "no such Job"}})
-async def order_log(request: Request, job_id: str = Path(pattern=ID_PATTERN),
+                             "content": {"text/event-stream": {}}}, **NOT_FOUND})
+async def order_log(request: Request, settings: SettingsDep, job_id: str = Path(pattern=ID_PATTERN),
                     follow: bool = Query(False, description="stream new lines as server-sent events until "
                                                             "the Job ends"),
                     after: int = Query(0, ge=0, description="only lines numbered above this (each line's "
@@ -55,13 +51,9 @@ async def order_log(request: Request, job_id: str = Path(pattern=ID_PATTERN),
     Read once, or ``follow=true`` to receive each line as the script prints it (within about half a
     second) and an ``end`` event when the Job has ended.
     """
-    settings = _settings(request)
     if follow and last_event_id and last_event_id.isdigit():
         after = max(after, int(last_event_id))
-    try:
-        first = await run_in_threadpool(live_log.read, job_id, after, settings, None if follow else limit)
-    except orders.OrderError as exc:
-        raise HTTPException(404, str(exc)) from None
+    first = await run_in_threadpool(service.order_log, job_id, after, settings, None if follow else limit)
     if not follow:
         return _plain(first)
     return StreamingResponse(_events(request, first, settings), media_type="text/event-stream",
@@ -86,4 +78,4 @@ async def _events(request: Request, chunk: live_log.Chunk, settings: Settings) -
         await asyncio.sleep(live_log.POLL_SECONDS)
         if await request.is_disconnected():
             return
-        chunk = await run_in_threadpool(live_log.read, chunk["jobId"], chunk["next"], settings)
+        chunk = await run_in_threadpool(service.order_log, chunk["jobId"], chunk["next"], settings)
