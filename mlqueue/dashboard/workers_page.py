@@ -19,7 +19,7 @@ import flask
 import plotly.graph_objects as go
 from dash import ALL, Input, Output, State, dcc, html
 
-from mlqueue import orders, speed, store, worker_control
+from mlqueue import orders, service, speed, store
 from mlqueue.dashboard.common import Ctx, empty_figure, figure, message, state_badge
 from mlqueue.dashboard.job_page import curves
 from mlqueue.errors import MlqueueError
@@ -113,7 +113,7 @@ def machine_state(worker: dict[str, Any], alive: bool) -> str:
 
 
 def action_buttons(name: str, state: str) -> list[Any]:
-    """Pause / resume / drain (``worker_control``, the same as ``POST /workers/NAME/ACTION``); the action a
+    """Pause / resume / drain (``service.worker_command``, as ``POST /workers/NAME/ACTION``); the action a
     machine is already in is not offered again."""
     if state == "offline":
         return []
@@ -227,7 +227,7 @@ def register(ctx: Ctx) -> None:
         if not isinstance(target, dict) or not any(clicks):
             return dash.no_update
         try:
-            done = worker_control.command(target["worker"], target["action"], "dashboard", ctx.settings)
+            done = service.worker_command(target["worker"], target["action"], "dashboard", ctx.settings)
         except (LookupError, MlqueueError) as exc:
             return message(str(exc), "error")
         return message(done.get("message") or f"{target['worker']}: {target['action']} requested", "ok")
