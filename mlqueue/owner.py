@@ -222,6 +222,11 @@ class OwnerWatch:
             {"worker": self.name, "state": {"$in": list(orders.HELD)}}, {"metrics": 0, "log": 0, "history": 0}))
 
     def _pause(self, held: list[dict[str, Any]], reason: str) -> None:
+        current = {(o["jobId"], o["attempts"]) for o in held}
+        for job_id, gone in list(self.paused.items()):
+            if (job_id, gone.order["attempts"]) not in current:   # cancelled or reaped while suspended:
+                signal_tree(gone.order["pid"], signal.SIGCONT)     # it runs, notices, and stops
+                del self.paused[job_id]
         for order in held:
             paused = self.paused.get(order["jobId"])
             if paused is None:

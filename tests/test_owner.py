@@ -135,3 +135,22 @@ def test_a_job_paused_longer_than_max_pause_is_yielded_to_another_machine(farm: 
     assert paused < yielded
     assert order["state"] == "succeeded" and order["outcome"]["worker"].startswith("w2@")
     assert order["outcome"]["resumed"].startswith("resumed from epoch")
+
+
+def test_a_paused_job_can_be_cancelled_and_the_worker_goes_on_once_the_owner_leaves(farm: Farm, tmp_path: Path
+                                                                                      ) -> None:
+    probe = tmp_path / "owner-input"
+    farm.start_worker("w1", **owner_env(probe, "pause"))
+    [job_id] = farm.submit({"scriptName": "toy", "epochs": 30, "sleepSeconds": 30, "x": 1.0})
+    wait_for(lambda: epoch(farm, job_id) >= 1, what="the job to start")
+    with owner_typing(probe):
+        wait_for(lambda: farm.order(job_id).get("pausedBy"), what="the job to pause")
+        assert farm.run_cli("cancel", job_id).returncode == 0
+        [later] = farm.submit({"scriptName": "toy", "x": 2.0})
+        wait_for(lambda: any("stopping job" in line or "released" in line
+                             for line in (farm.home / "worker-w1.log").read_text().splitlines()),
+                 what="the suspended script to be woken and stopped")
+        assert farm.order(later)["state"] == "unassigned"
+    assert farm.wait_final(job_id)["state"] == "cancelled"
+    assert farm.wait_final(later)["state"] == "succeeded"
+    assert farm.db.outcomes.count_documents({"jobId": job_id}) == 1
