@@ -205,11 +205,9 @@ def layout(ctx: Ctx, _arg: str | None, _query: dict[str, str]) -> html.Div:
 
 
 def invite_note(settings: Any) -> html.Div:
-    """A one-time invite code (``invites.create``, as ``mlqueue invite`` and ``POST /invites``) and the
-    command to type on the new machine, addressed to the host this browser reached the HQ by."""
-    from mlqueue import invites
-
-    made = invites.create(by="dashboard", settings=settings)
+    """A one-time invite code (``service.create_invite``, as ``mlqueue invite`` and ``POST /invites``) and
+    the command to type on the new machine, addressed to the host this browser reached the HQ by."""
+    made = service.create_invite("dashboard", settings)
     host = flask.request.host if flask.has_request_context() else "HQ"
     return html.Div([f"Invite code {made['code']} (valid once, until {made['expires']:%H:%M} UTC). "
                      "On the other machine: ", html.Code(f"mlqueue join {host} --code {made['code']}",
