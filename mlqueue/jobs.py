@@ -48,8 +48,9 @@ def _explain(exc: ValidationError, where: str) -> str:
     lines = [f"{where}: the Job is not valid:"]
     for err in exc.errors():
         given = err.get("input")
-        shown = json.dumps(given, default=str)[:60] if not isinstance(given, dict) else "{...}"
-        lines.append(f"  - field '{_field_path(err['loc'])}': {err['msg']} (got {shown})")
+        shown = "" if isinstance(given, dict) else f" (got {json.dumps(given, default=str)[:60]})"
+        message = str(err["msg"]).removeprefix("Value error, ")  # a validator's own words need no prefix
+        lines.append(f"  - field '{_field_path(err['loc'])}': {message}{shown}")
     lines.append("  Fix those fields and submit again; nothing was stored.")
     return "\n".join(lines)
 

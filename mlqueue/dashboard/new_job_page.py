@@ -135,6 +135,8 @@ def assign_errors(text: str, names: set[str], extra_names: set[str]) -> tuple[di
         if not found:
             continue
         top = found.group(1).split(".")[0]
+        if top == "(document)":  # a whole-Job check: mark the first form field its message names
+            top = next((n for n in re.findall(r"'([A-Za-z_][A-Za-z0-9_]*)'", found.group(2)) if n in names), top)
         if top in names:
             by_field[top] = (by_field.get(top, "") + " " + found.group(2)).strip()
         elif top in extra_names:
