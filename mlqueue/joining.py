@@ -40,16 +40,19 @@ class Door:
         return self
 
     def banner_lines(self, address: str) -> list[str]:
+        from pathlib import Path
+
         from mlqueue.machines_cli import mlqueue_command
 
-        me = mlqueue_command()
+        home = self.settings.home
+        me = ("" if home == Path.home() / ".mlqueue" else f"MLQUEUE_HOME={home} ") + mlqueue_command()
         lines = [
             "Add a machine to the house (this code works once, for 10 minutes):",
             f"  on the other machine:  mlqueue join {address} --code {self.code}",
             f"  or from here, over SSH: {me} machines add user@host",
-            f"  another code: {me} invite    machines: {me} machines ls",
+            f"  another code: {me} invite      the machines: {me} machines ls",
         ]
-        return lines + self.notes
+        return lines + self.notes + [""]
 
     def close(self) -> None:
         if self.advert is not None:
