@@ -12,7 +12,8 @@ import pytest
 from api_helpers import Served, serve
 from conftest import ROOT, Farm, wait_for
 
-from mlqueue import live_log, metric_lines, scripts
+from mlqueue import live_log, metric_lines, orders, scripts
+from mlqueue.client import ClientError, HttpClient, LocalClient
 
 GATED = '''\
 """Prints as it goes, then waits for the test to open its gate before it ends."""
@@ -130,3 +131,23 @@ def test_logs_follow_prints_lines_as_they_come_and_exits_when_the_job_ends(
     for where in ([], ["--hq", api.url, "--token", api.token]):
         missing = farm.run_cli(*where, "logs", "-f", "ffffffffffffffffffffffff")
         assert missing.returncode == 2 and "no job" in missing.stderr and "Traceback" not in missing.stderr
+
+
+def test_job_output_reads_alike_over_both_clients(api: Served, farm: Farm) -> None:
+    [job_id] = farm.submit({"scriptName": "toy"})  # no worker: the lines are written as a worker would
+    lines = [{"at": orders.now(), "stream": "stderr" if i == 1 else "stdout", "line": f"line {i}"} for i in range(3)]
+    orders.append_log(farm.order(job_id), lines, farm.settings)
+    remote, local = HttpClient(api.url, api.token), LocalClient(farm.settings)
+    for client in (remote, local):
+        got = client.log(job_id[:10], 1)
+        assert [(x["seq"], x["stream"], x["line"]) for x in got["lines"]] == [(2, "stderr", "line 1"),
+                                                                              (3, "stdout", "line 2")]
+        assert got["next"] == 3 and got["final"] is False and got["state"] == "unassigned"
+    local.cancel(job_id)
+    for client in (remote, local):
+        chunks = list(client.follow_log(job_id, 0))
+        assert [x["line"] for c in chunks for x in c["lines"]] == ["line 0", "line 1", "line 2"]
+        assert chunks[-1]["final"] and chunks[-1]["state"] == "cancelled"
+        with pytest.raises(ClientError) as missing:
+            list(client.follow_log("ffffffffffffffffffffffff"))
+        assert missing.value.status == 404
