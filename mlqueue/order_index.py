@@ -32,7 +32,6 @@ log = logging.getLogger(__name__)
 FIELDS = ("state", "projectName", "scriptName", "sweepId", "worker")
 OVERLAP = timedelta(seconds=5)
 FULL_READ_EVERY = 1800.0  # also repairs what a writer's clock far behind the HQ's hid from the ranges
-CHUNK = 50  # the store matches ``$in`` in time that grows with the square of its length
 PROJECTION = {"_id": 0, "jobId": 1, "updatedDate": 1, **{f: 1 for f in FIELDS}}
 
 
@@ -188,10 +187,3 @@ def page_ids(settings: Settings | None, where: dict[str, Any], offset: int, limi
     index = ready_index(settings or get_settings())
     return None if index is None else index.page(where, offset, limit)
 
-
-def by_ids(collection: Any, field: str, ids: list[Any], projection: dict[str, Any] | None = None) -> list[dict]:
-    """The documents whose ``field`` is one of ``ids``, read in chunks of ``CHUNK``."""
-    found: list[dict] = []
-    for start in range(0, len(ids), CHUNK):
-        found.extend(collection.find({field: {"$in": ids[start:start + CHUNK]}}, projection))
-    return found

@@ -50,7 +50,7 @@ STATES = ACTIVE + FINAL
 STATUS_FOR_REASON = {"error": 500, "lost": 500, "timeout": 504, "cancelled": 499}
 METRICS_KEPT = 20000
 LOG_LINES_KEPT = 5000
-MARK_CHUNK = 50  # the embedded store matches ``$in`` in time that grows with the square of its length
+REPAIR_MARGIN = timedelta(seconds=30)  # a final move stamped this long before a sweep may commit after it
 
 
 def now() -> datetime:
@@ -196,8 +196,8 @@ def enqueue_all(messages: list[tuple[str, str, str | None]], settings: Settings 
         log.warning("could not queue %d job(s) now (%s); they stay unassigned and will be re-sent", len(messages), exc)
         return 0
     stamp = now()
-    for chunk in range(0, len(sent), MARK_CHUNK):  # delivery ids are unique: exactly the Orders just sent
-        part = sent[chunk:chunk + MARK_CHUNK]
+    for chunk in range(0, len(sent), store.IN_CHUNK):  # delivery ids are unique: exactly the Orders just sent
+        part = sent[chunk:chunk + store.IN_CHUNK]
         store.db(settings).orders.update_many(
             {"jobId": {"$in": [j for j, _ in part]}, "delivery": {"$in": [dl for _, dl in part]}},
             {"$set": {"enqueuedAt": stamp}},
@@ -591,10 +591,12 @@ class Reaper:
     Order lost (the workers could not write heartbeats while the store was down either).
     """
 
-    def __init__(self, name: str, settings: Settings | None = None) -> None:
+    def __init__(self, name: str, settings: Settings | None = None, full_repair: bool = True) -> None:
         self.name = name
         self.settings = settings or get_settings()
         self.watching_since = time.monotonic()
+        # Outcomes are repaired for the Orders that ended since this time; None: compare everything once
+        self.repair_since = None if full_repair else now() - timedelta(seconds=2 * self.settings.lost_after)
 
     def run_forever(self, stop: Any) -> None:
         """Sweep every ``reap_every`` seconds until ``stop`` (a threading.Event) is set."""
@@ -640,18 +642,31 @@ class Reaper:
     def _repair_outcomes(self) -> int:
         """Copy Outcomes of final Orders that never reached ``outcomes`` (a crash between two writes).
 
-        Counting is cheap and indexed; the expensive comparison only runs when the counts differ.
+        A sweep looks only at the Orders that ended since the previous one (a range of the ``updatedDate``
+        index, with a margin for writes that commit after their stamp), so its cost does not grow with
+        the history. The first sweep of a ``full_repair`` reaper (the HQ's) compares whole collections,
+        once: counting first, the expensive comparison only when the counts differ.
         """
         d = store.db(self.settings)
+        started = now()
         final = {"state": {"$in": list(FINAL)}}
-        if d.orders.count_documents(final) <= d.outcomes.count_documents({}):
-            return 0
-        stored = set(d.outcomes.distinct("jobId"))
+        if self.repair_since is None:
+            if d.orders.count_documents(final) <= d.outcomes.count_documents({}):
+                self.repair_since = started - REPAIR_MARGIN
+                return 0
+            ended = [o["jobId"] for o in d.orders.find(final, {"jobId": 1})]
+            stored = set(d.outcomes.distinct("jobId"))
+        else:  # by ``updatedDate`` alone: with the state in the filter the store would scan every final Order
+            changed = d.orders.find({"updatedDate": {"$gte": self.repair_since}}, {"jobId": 1, "state": 1})
+            ended = [o["jobId"] for o in changed if o.get("state") in FINAL]
+            stored = {o["jobId"] for o in store.find_in(d.outcomes, "jobId", ended, {"jobId": 1})}
+        missing = [job_id for job_id in ended if job_id not in stored]
         repaired = 0
-        for order in d.orders.find(final, {"metrics": 0, "log": 0, "history": 0}):
-            if order["jobId"] not in stored and order.get("outcome"):
+        for order in store.find_in(d.orders, "jobId", missing, {"metrics": 0, "log": 0, "history": 0}):
+            if order.get("state") in FINAL and order.get("outcome"):
                 store_outcome(order, self.settings)
                 repaired += 1
+        self.repair_since = started - REPAIR_MARGIN
         return repaired
 
     def _handle_silent(self, order: dict[str, Any]) -> str:

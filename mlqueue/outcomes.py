@@ -148,7 +148,7 @@ def order_page(settings: Settings | None = None, where: dict[str, Any] | None = 
     projection = {"metrics": 0, "history": 0, "log": 0, "_id": 0}
     ids = order_index.page_ids(settings, where or {}, offset, limit)
     if ids is not None:  # the page from the in-memory index, each Order fetched by id (see order_index)
-        found = {o["jobId"]: o for o in order_index.by_ids(d.orders, "jobId", ids, projection)}
+        found = {o["jobId"]: o for o in store.find_in(d.orders, "jobId", ids, projection)}
         docs = [found[i] for i in ids if i in found and order_index.matches(found[i], where or {})]
         return _join_jobs(docs, settings)
     docs = d.orders.find(where or {}, projection).sort("jobId", -1)
@@ -163,7 +163,7 @@ def job_page(settings: Settings | None, where: dict[str, Any], offset: int, limi
     if ids is None:
         return list(jobs.find(where).sort("_id", -1).skip(offset).limit(limit))
     wanted = [ObjectId(i) for i in ids if ObjectId.is_valid(i)]
-    found = {str(j["_id"]): j for j in order_index.by_ids(jobs, "_id", wanted)}
+    found = {str(j["_id"]): j for j in store.find_in(jobs, "_id", wanted)}
     return [found[i] for i in ids if i in found and order_index.matches(found[i], where)]
 
 
@@ -180,7 +180,7 @@ def _and(where: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
 def _join_jobs(rows: list[dict[str, Any]], settings: Settings | None) -> list[dict[str, Any]]:
     """Attach each row's Job (its own fields) and creation date, in one query for the whole page."""
     ids = [ObjectId(r["jobId"]) for r in rows if ObjectId.is_valid(r["jobId"])]
-    found = {str(j["_id"]): j for j in order_index.by_ids(store.db(settings).jobs, "_id", ids)}
+    found = {str(j["_id"]): j for j in store.find_in(store.db(settings).jobs, "_id", ids)}
     for row in rows:
         job = found.get(row["jobId"], {})
         row["job"] = {k: v for k, v in job.items() if k not in BOOKKEEPING}

@@ -421,7 +421,7 @@ class WorkerLife:
         self.name = name
         self.settings = settings
         self.stop = threading.Event()
-        self.reaper = orders.Reaper(f"reaper@{name}", settings)
+        self.reaper = orders.Reaper(f"reaper@{name}", settings, full_repair=False)  # the HQ's does the full one
 
     def start(self) -> None:
         threading.Thread(target=self._beat, name="mlqueue-worker-heartbeat", daemon=True).start()

@@ -120,6 +120,16 @@ def test_reaper_repairs_an_outcome_that_was_not_copied(farm: Farm) -> None:
     assert farm.db.outcomes.find_one({"jobId": job_id})["loss"] == 2.0
 
 
+def test_a_workers_reaper_repairs_outcomes_of_orders_that_ended_since_its_last_sweep(farm: Farm) -> None:
+    reaper = orders.Reaper("r", farm.settings, full_repair=False)
+    assert reaper.sweep()["repaired"] == 0
+    [job_id] = farm.submit({"scriptName": "toy"})
+    orders.finish(_claim_and_start(farm, job_id), orders.SUCCEEDED, {"loss": 3.0}, "done", farm.settings)
+    farm.db.outcomes.delete_many({})
+    assert reaper.sweep()["repaired"] == 1 and farm.db.outcomes.count_documents({"jobId": job_id}) == 1
+    assert reaper.sweep()["repaired"] == 0
+
+
 def test_cancel_and_requeue(farm: Farm) -> None:
     [job_id] = farm.submit({"scriptName": "toy", "x": 1, "sweepId": "s1", "trialNumber": 4})
     cancelled = orders.cancel(job_id[:10], by="me", settings=farm.settings)
