@@ -64,10 +64,11 @@ def column_defs(columns: list[tuple[str, str]], shown: list[str]) -> list[dict[s
     for column, kind in sorted(columns, key=lambda ck: rank.get(ck[0], len(rank))):  # in the order shown
         header = column.removeprefix("job.").removeprefix("outcome.") if "." in column else column
         spec: dict[str, Any] = {"colId": column, "field": LINKED.get(column, column), "headerName": header,
-                                "headerTooltip": column, "filter": FILTERS[kind], "hide": column not in shown}
+                                "headerTooltip": column, "filter": FILTERS[kind], "hide": column not in shown,
+                                "tooltipField": LINKED.get(column, column)}
         if column in LINKED:
             spec.update(cellRenderer="markdown", width=120, pinned="left" if column == "jobId" else None,
-                        tooltipField=column)
+                        tooltipField=column)  # the whole id on hover
         if kind == "number":
             spec["type"] = "rightAligned"
         defs.append(spec)
@@ -124,10 +125,25 @@ def _quick_filter_model(model: dict[str, Any], values: dict[str, Any]) -> dict[s
     return model
 
 
+def _compact(value: Any) -> Any:
+    """A cell as a person scans it: fractions rounded; a list of objects (nn's hiddenLayers) as its values,
+    one group per element (``relu 1.757 0.05; elu 0.649 0.2``). Sorting and filtering use the stored value."""
+    if isinstance(value, float):
+        return rounded(value)
+    if isinstance(value, str) and value.startswith("[{"):  # the table keeps lists as compact JSON
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            return value
+    if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+        return "; ".join(" ".join(str(rounded(x)) for x in item.values()) for item in value)
+    return value
+
+
 def _with_links(ctx: Ctx, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Rows as the grid shows them: ids as links, fractions rounded (sorting and filtering use the full value)."""
+    """Rows as the grid shows them: ids as links, values compacted (see ``_compact``)."""
     for row in rows:
-        row.update({k: rounded(v) for k, v in row.items() if isinstance(v, float)})
+        row.update({k: _compact(v) for k, v in row.items() if isinstance(v, float | list | str)})
         row["jobLink"] = f"[{row['jobId'][:10]}…]({ctx.href('/job/' + row['jobId'])})"
         if row.get("sweepId"):
             row["sweepLink"] = f"[{str(row['sweepId'])[:10]}…]({ctx.href('/sweep/' + str(row['sweepId']))})"
