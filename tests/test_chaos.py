@@ -29,5 +29,7 @@ def test_a_full_disk_fails_only_the_jobs_that_write_and_the_worker_carries_on(tm
     tally = scenarios.run("disk_full", tmp_path, full=False)
     if any(note.startswith("skipped") for note in tally.notes):
         pytest.skip(tally.notes[0])
-    assert tally.safe and tally.failed == {"failed: error": 4}, tally.as_dict()
+    # ENOSPC is judged the machine's fault: the Job bounces (up to max_environment_failures), then fails
+    assert tally.safe and sum(tally.failed.values()) == 4, tally.as_dict()
+    assert set(tally.failed) <= {"failed: environment", "failed: error"}, tally.failed
     assert "after freeing: {'succeeded': 2}" in tally.notes[-1] and "the worker died" not in tally.notes
