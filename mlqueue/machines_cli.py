@@ -237,9 +237,11 @@ def machines_remove(name: str) -> None:
 @click.option("--reuse-site-packages", metavar="PATH", default=None,
               help="Let the target's venv use packages already installed at PATH there.")
 @click.option("--no-service", is_flag=True, help="Install and join only; do not install or start the worker.")
+@click.option("--remote-env", multiple=True, metavar="KEY=VALUE",
+              help="Environment for the commands run on the target (repeatable), e.g. PIP_INDEX_URL=...")
 def machines_add(target: str, port: int | None, identity: Path | None, known_hosts: Path | None, python: str,
                  directory: str, name: str | None, hq_address: str | None, offline: bool,
-                 reuse_site_packages: str | None, no_service: bool) -> None:
+                 reuse_site_packages: str | None, no_service: bool, remote_env: tuple[str, ...]) -> None:
     """Add a machine over SSH: install this mlqueue there, join it with a fresh code, start its worker."""
     from mlqueue import machines, ssh_add
 
@@ -250,9 +252,13 @@ def machines_add(target: str, port: int | None, identity: Path | None, known_hos
     def registered(machine: str) -> dict[str, Any] | None:
         return next((r["capabilities"] for r in client.machines() if r["name"] == machine
                      and r["state"] == "online"), None)
+    bad = [pair for pair in remote_env if "=" not in pair or not pair.split("=", 1)[0].isidentifier()]
+    if bad:
+        _fail(f"--remote-env takes KEY=VALUE, not {bad[0]!r}")
     options = ssh_add.Options(python=python, directory=directory, name=name, hq_address=address,
                               identity=identity, known_hosts=known_hosts, offline=offline,
-                              reuse_site_packages=reuse_site_packages, service=not no_service)
+                              reuse_site_packages=reuse_site_packages, service=not no_service,
+                              remote_env=dict(pair.split("=", 1) for pair in remote_env))
     try:
         report = ssh_add.add(ssh_add.Target.parse(target, port), options, code,
                              lambda line: click.echo(f"  {line}"), registered)

@@ -27,7 +27,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +67,7 @@ class Options:
     reuse_site_packages: str | None = None
     service: bool = True
     register_timeout: float = 120.0
+    remote_env: dict[str, str] = field(default_factory=dict)  # e.g. PIP_INDEX_URL, XDG_CONFIG_HOME
 
 
 def build_wheel(dest: Path) -> Path:
@@ -158,13 +159,14 @@ async def _install_and_join(remote: Remote, options: Options, wheel: Path, name:
                                 + q("import sysconfig; print(sysconfig.get_paths()['purelib'])"))
         pth = q(site + "/mlqueue-reuse.pth")
         await remote.run("reusing packages", f"echo {q(options.reuse_site_packages)} > {pth}")
-    pip = f"{q(vpy)} -m pip install -q --disable-pip-version-check"
+    env = "env -u PYTHONPATH " + " ".join(q(f"{k}={v}") for k, v in options.remote_env.items())
+    pip = f"{env} {q(vpy)} -m pip install -q --disable-pip-version-check"
     where = f"--no-index --find-links {q(wheels)}" if options.offline else f"--find-links {q(wheels)}"
     target_wheel = q(f"{wheels}/{wheel.name}")
     await remote.run("installing mlqueue", f"{pip} --force-reinstall --no-deps {target_wheel}")
     await remote.run("installing mlqueue's dependencies", f"{pip} {where} {target_wheel}")
     say(f"installed mlqueue in {venv}")
-    cli = f"cd {q(home)} && env -u PYTHONPATH MLQUEUE_HOME={q(home)} {q(vpy)} -m mlqueue.cli"
+    cli = f"cd {q(home)} && {env} MLQUEUE_HOME={q(home)} {q(vpy)} -m mlqueue.cli"
     await remote.run("joining the house", f"{cli} join {q(options.hq_address)} --code {q(code)} --name {q(name)}")
     say(f"joined as {name}")
     how = "not started (--no-service)"
@@ -175,7 +177,7 @@ async def _install_and_join(remote: Remote, options: Options, wheel: Path, name:
         else:
             # setsid -f: its own session (so it outlives this SSH session, and stops as a group); every
             # descriptor redirected, so the SSH channel closes at once.
-            inner = (f"echo $$ > {q(home + '/worker.pid')} && cd {q(home)} && exec env -u PYTHONPATH "
+            inner = (f"echo $$ > {q(home + '/worker.pid')} && cd {q(home)} && exec {env} "
                      f"MLQUEUE_HOME={q(home)} {q(vpy)} -m celery -A mlqueue worker -l info -n {q(name + '@%h')}")
             await remote.run("starting the worker", f"setsid -f sh -c {q(inner)} "
                              f"> {q(home + '/worker.log')} 2>&1 < /dev/null")

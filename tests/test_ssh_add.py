@@ -89,15 +89,18 @@ def test_machines_add_installs_joins_and_starts_a_worker_that_runs_a_job(sshd: S
              f"{getpass.getuser()}@127.0.0.1", "--port", str(sshd.port), "--identity", str(sshd.identity),
              "--known-hosts", str(sshd.known_hosts), "--python", sys.executable, "--dir", str(target),
              "--name", "sshbox", "--hq-address", f"127.0.0.1:{config['http_port']}",
-             "--reuse-site-packages", sysconfig.get_paths()["purelib"], "--offline"],
+             "--reuse-site-packages", sysconfig.get_paths()["purelib"], "--offline",
+             "--remote-env", f"XDG_CONFIG_HOME={tmp_path / 'xdg'}"],  # the user unit lands in tmp, not ~/.config
             cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
         assert added.returncode == 0, added.stdout + added.stderr
+        print(added.stdout)
         assert "added sshbox" in added.stdout and "capabilities:" in added.stdout and "CPUs" in added.stdout
         installed = list((target / "venv").glob("lib/python*/site-packages/mlqueue/__init__.py"))
         assert installed, "mlqueue was not installed into the target's venv"
         machine_config = target / "home" / "config.json"
         assert oct(machine_config.stat().st_mode)[-3:] == "600"
         assert "machine-sshbox:" in machine_config.read_text()
+        assert (tmp_path / "xdg" / "systemd" / "user" / "mlqueue-worker-sshbox.service").is_file()
 
         settings = Settings(home=home, broker_url=config["broker_url"], mongo_url=config["mongo_url"])
         store.forget_clients()
