@@ -5,8 +5,8 @@ measure the seconds since the last keyboard/mouse input and count the owner acti
 ``idle_after``; a probe that cannot tell (no session, tool missing, no permission) answers None, so a
 missing source never stops a worker. Which probes a machine gets (``probes_for``):
 
-- Linux: logind ``IdleHint`` (``loginctl show-session``; set by desktops and by logind's own idle
-  action), X11 idle time (``xprintidle``, when installed and ``DISPLAY`` is set), the newest access to
+- Linux: logind ``IdleHint`` of local graphical sessions (``loginctl show-session``; kept by desktops),
+  X11 idle time (``xprintidle``, when installed and ``DISPLAY`` is set), the newest access to
   ``/dev/input/event*`` (when the device files are readable; without ``/dev/input``, e.g. in a container
   or over ssh, only logind and X11 are asked);
 - macOS: ``HIDIdleTime`` from ``ioreg -c IOHIDSystem``;
@@ -78,7 +78,13 @@ def _run(argv: list[str]) -> str:
 
 
 class LogindProbe(InputProbe):
-    """systemd-logind: a graphical or tty session whose ``IdleHint`` is no means someone is at it."""
+    """systemd-logind: a local graphical session whose ``IdleHint`` is no means someone is at it.
+
+    Only x11/wayland/mir sessions count: desktops maintain their ``IdleHint``, while a text console's
+    stays "no" for good (those are seen through ``/dev/input``) and a remote session is not the owner.
+    """
+
+    GRAPHICAL = ("x11", "wayland", "mir")
 
     name = "logind"
 
@@ -87,9 +93,9 @@ class LogindProbe(InputProbe):
         for line in _run(["loginctl", "list-sessions", "--no-legend"]).splitlines():
             session = line.split()[0] if line.split() else ""
             props = dict(kv.split("=", 1) for kv in _run(
-                ["loginctl", "show-session", session, "-p", "IdleHint", "-p", "IdleSinceHint", "-p", "Remote"]
-            ).splitlines() if "=" in kv)
-            if props.get("Remote") == "yes":
+                ["loginctl", "show-session", session, "-p", "IdleHint", "-p", "IdleSinceHint", "-p", "Remote",
+                 "-p", "Type"]).splitlines() if "=" in kv)
+            if props.get("Remote") == "yes" or props.get("Type") not in self.GRAPHICAL:
                 continue
             if props.get("IdleHint") == "no":
                 idle.append(0.0)
