@@ -83,7 +83,7 @@ def advertise(hq_id: str, port: int, bind: str) -> Advert:
 
 
 def browse(seconds: float = BROWSE_SECONDS) -> list[FoundHQ]:
-    """Every HQ that answers within ``seconds`` (after the first answer, half a second more for others)."""
+    """Every HQ that answers within ``seconds`` (after the first answer, one second more for others)."""
     names: list[str] = []
 
     def seen(zeroconf: Zeroconf, service_type: str, name: str, state_change: ServiceStateChange) -> None:
@@ -98,7 +98,7 @@ def browse(seconds: float = BROWSE_SECONDS) -> list[FoundHQ]:
         while time.monotonic() < deadline:
             if names and first_seen is None:
                 first_seen = time.monotonic()
-            if first_seen is not None and time.monotonic() - first_seen > 0.5:
+            if first_seen is not None and time.monotonic() - first_seen > 1.0:
                 break
             time.sleep(0.05)
         browser.cancel()
