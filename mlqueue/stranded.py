@@ -21,7 +21,7 @@ from typing import Any
 
 import redis
 
-from mlqueue import orders, store
+from mlqueue import orders, routing, store
 from mlqueue.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -68,12 +68,13 @@ def resend(by: str, settings: Settings) -> int:
         return 0
     resent = 0
     query: dict[str, Any] = {"state": orders.UNASSIGNED, "delivery": {"$in": list(held)}}
-    for order in store.db(settings).orders.find(query, {"jobId": 1, "delivery": 1, "state": 1}):
+    fields = {"jobId": 1, "delivery": 1, "state": 1, "placedOn": 1, "pinnedWorker": 1, "requirementClass": 1}
+    for order in store.db(settings).orders.find(query, fields):
         delivery = orders.new_delivery()
         moved = orders._move(  # noqa: SLF001 - the same conditional move every other transition uses
             {"jobId": order["jobId"], "state": orders.UNASSIGNED, "delivery": order["delivery"]},
             orders.UNASSIGNED, by, "its message was taken by a worker that never claimed it (died?); queued again",
             settings, set_={"delivery": delivery, "enqueuedAt": None})
         if moved:
-            resent += orders.enqueue(order["jobId"], delivery, settings)
+            resent += orders.enqueue(order["jobId"], delivery, settings, routing.queue_of(order, settings))
     return resent
