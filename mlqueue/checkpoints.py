@@ -9,7 +9,8 @@ conditional update of the Order (``orders.set_checkpoint``: "only if this attemp
 flip its ``checkpoint`` pointer to the new file. A crash mid-upload leaves an orphan nobody points at
 (removed by the next save), never a half checkpoint; a late save from an attempt that lost the Order
 is refused and its file removed. Only the pointed-to file is kept per Job: every save removes the
-older ones, and a Job that ends successfully removes its last one.
+older ones; a Job that succeeds removes its last one, and the reapers remove those of Jobs that ended
+otherwise (cancelled, failed, given up).
 """
 
 from __future__ import annotations
@@ -122,6 +123,21 @@ def restore(job_id: str, into: Path, settings: Settings | None = None) -> dict[s
 def remove(job_id: str, settings: Settings | None = None) -> None:
     """Forget a Job's checkpoints (it ended well: nothing will resume from them)."""
     _remove_others(job_id, None, settings)
+
+
+def remove_ended(settings: Settings | None = None) -> int:
+    """Remove the checkpoints of Jobs that ended (cancelled, failed, lost...): nothing resumes from them.
+
+    Run by every reaper; two cheap reads when there is nothing to do.
+    """
+    job_ids = store.db(settings)[f"{BUCKET}.files"].distinct("metadata.jobId")
+    if not job_ids:
+        return 0
+    ended = [o["jobId"] for o in store.db(settings).orders.find(
+        {"jobId": {"$in": job_ids}, "state": {"$in": list(orders.FINAL)}}, {"jobId": 1})]
+    for job_id in ended:
+        remove(job_id, settings)
+    return len(ended)
 
 
 def describe(pointer: dict[str, Any], attempt: int) -> str:

@@ -614,6 +614,8 @@ class Reaper:
         return {}
 
     def sweep(self) -> dict[str, int]:
+        from mlqueue import checkpoints
+
         counts = {"lost": 0, "timeout": 0, "resent": 0, "repaired": 0, "stranded": 0}
         d = store.db(self.settings)
         lost_after = self.settings.lost_after
@@ -632,6 +634,7 @@ class Reaper:
         counts["resent"] = enqueue_all([(o["jobId"], o["delivery"], routing.queue_of(o, self.settings))
                                         for o in unsent], self.settings)
         counts["repaired"] = self._repair_outcomes()
+        counts["checkpoints"] = checkpoints.remove_ended(self.settings)   # of Jobs that ended
         from mlqueue import stranded  # it builds on this module
 
         counts["stranded"] = stranded.resend(self.name, self.settings)

@@ -61,6 +61,8 @@ def test_a_late_checkpoint_from_an_attempt_that_lost_the_order_is_refused(farm: 
     assert [f["_id"] for f in _files(farm, job_id)] == [kept["fileId"]]  # the refused upload is removed
     restored = checkpoints.restore(job_id, tmp_path / "restore", farm.settings)
     assert Path(restored["path"]).read_bytes() == b"epoch 3" and restored["step"] == 3
+    assert orders.Reaper("test", farm.settings).sweep()["checkpoints"] == 1   # the Job ended: nothing resumes
+    assert _files(farm, job_id) == []
 
 
 def test_folders_round_trip_and_a_corrupt_checkpoint_is_never_used(farm: Farm, tmp_path: Path) -> None:
