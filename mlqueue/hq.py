@@ -188,11 +188,12 @@ class HQ:
     def start_flower(self) -> None:
         """Celery's own monitor, password-protected with the token; it dies with the HQ."""
         env = {**os.environ, "MLQUEUE_HOME": str(self.home), "MLQUEUE_BROKER_URL": self.config["broker_url"],
-               "MLQUEUE_MONGO_URL": self.config["mongo_url"]}
+               "MLQUEUE_MONGO_URL": self.config["mongo_url"],
+               "FLOWER_BASIC_AUTH": f"mlqueue:{self.config['token']}"}  # not in argv: `ps` shows argv to all
         log_file = open(self.home / "logs" / "flower.log", "ab")  # noqa: SIM115 - owned by the child
         self.flower = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "mlqueue", "flower", f"--port={self.config['flower_port']}",
-             f"--address={self.bind}", f"--basic-auth=mlqueue:{self.config['token']}"],
+             f"--address={self.bind}"],
             env=env, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             preexec_fn=die_with_parent if sys.platform == "linux" else None,
         )

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 import pytest
 from api_helpers import Served, insert_finished, serve
 from conftest import Farm, start_hq, wait_for
@@ -392,10 +393,15 @@ def test_the_real_hq_serves_api_login_redirect_and_flower_then_stops_them(tmp_pa
         answered = wait_for(lambda: _get_or_none(flower, auth=("mlqueue", token)), timeout=60, what="Flower")
         assert answered.status_code == 200 and "Flower" in answered.text
         assert httpx.get(flower).status_code == 401
+        commands = [" ".join(p.cmdline()) for p in psutil.Process(hq.pid).children(recursive=True)]
+        assert commands and not any(token in c for c in commands)  # `ps` shows argv to every local user
     finally:
         hq.send_signal(signal.SIGTERM)
         hq.wait(60)
     assert hq.returncode == 0
+    logged = "".join(lines) + hq.stdout.read() + "".join(
+        f.read_text(errors="replace") for f in (home / "logs").rglob("*") if f.is_file())
+    assert token not in logged  # never in a log, whatever was requested
     for port in (config["http_port"], config["flower_port"]):
         with pytest.raises(httpx.ConnectError):
             httpx.get(f"http://127.0.0.1:{port}/health", timeout=2)
