@@ -45,6 +45,7 @@ bench: $(STAMP) /usr/bin/chromium ## benchmarks (long); figures are printed and 
 	$(PY) bench/sweep_efficiency.py
 	$(PY) bench/checkpoint_overhead.py
 	$(PY) bench/owner_reaction.py
+	$(PY) bench/placement.py
 
 chaos: $(STAMP) ## the chaos suite: every fault at full size, the tally printed and saved (see docs/reliability.md)
 	$(PY) -m chaos --json bench/results/chaos.json

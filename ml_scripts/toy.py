@@ -7,7 +7,8 @@ field's name (so sweeps have a real minimum to find), plus Gaussian noise of siz
 
 Control fields (not hyperparameters) reproduce every failure path by hand:
   ``epochs``        report ``epoch``/``loss`` that many times (for live curves and pruning)
-  ``sleepSeconds``  total time to spend (spread over the epochs)
+  ``sleepSeconds``  total time to spend (spread over the epochs), times ``TOY_SLOWDOWN`` (an environment
+                    variable of the worker, default 1: a benchmark's way to make one machine 2x or 4x slower)
   ``raiseError``    raise RuntimeError with this message
   ``crashWorker``   kill the worker process abruptly (SIGKILL, as a segfault would)
   ``printLines``    print that many lines (to see a Job's log)
@@ -29,6 +30,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+SLOWDOWN = float(os.environ.get("TOY_SLOWDOWN") or 1.0)
 CONTROL = {"epochs", "sleepSeconds", "raiseError", "crashWorker", "noise", "seed", "timeLimit", "maxAttempts",
            "printLines", "writeArtifact", "trialNumber", "checkpointEvery", "resumeEpoch"}
 
@@ -71,13 +73,13 @@ def run(job: dict[str, Any], report: Any) -> dict[str, Any]:
     steps = max(params.epochs, 1)
     start = _resume_epoch(job) + 1
     for epoch in range(start, params.epochs + 1):
-        time.sleep(params.sleepSeconds / steps)
+        time.sleep(params.sleepSeconds * SLOWDOWN / steps)
         if params.checkpointEvery and epoch % params.checkpointEvery == 0 and job.get("checkpointDir"):
             report(epoch=epoch, loss=final + 10.0 / epoch, checkpoint=_save(job["checkpointDir"], epoch))
         else:
             report(epoch=epoch, loss=final + 10.0 / epoch)
     if not params.epochs and params.sleepSeconds:
-        time.sleep(params.sleepSeconds)
+        time.sleep(params.sleepSeconds * SLOWDOWN)
     for line in range(params.printLines):
         print(f"toy line {line + 1} of {params.printLines}", flush=True)
     if params.raiseError:

@@ -104,13 +104,9 @@ def packages(names: tuple[str, ...] | list[str] = ML_PACKAGES) -> dict[str, str]
     return {n: v for n, v in found.items() if v}
 
 
-def gpus(settings: Settings | None = None) -> list[dict[str, Any]]:
-    """GPUs this worker may use: NVIDIA (NVML), Apple Metal, or what an imported framework lists."""
-    found = _nvidia() or _metal() or _framework_devices()
-    allowed = _allowed_indices(settings or get_settings())
-    if allowed is not None:
-        found = [g for g in found if g.get("index") in allowed]
-    return found
+def gpus() -> list[dict[str, Any]]:
+    """GPUs of this machine: NVIDIA (NVML), Apple Metal, or what an already imported framework lists."""
+    return _nvidia() or _metal() or _framework_devices()
 
 
 def _allowed_indices(settings: Settings) -> set[int] | None:
@@ -199,14 +195,18 @@ def detect(settings: Settings | None = None) -> dict[str, Any]:
         "osRelease": platform.release(),
         "arch": _arch(platform.machine()),
         "python": platform.python_version(),
-        "gpus": gpus(settings),
+        "gpus": gpus(),
         "battery": battery(),
         "packages": packages(),
         "versions": _versions(),
     }
     if hidden(settings):
         caps["packages"] = {n: v for n, v in caps["packages"].items() if import_name(n) not in hidden(settings)}
-    return merge(caps, override(settings))
+    caps = merge(caps, override(settings))
+    allowed = _allowed_indices(settings)
+    if allowed is not None:  # --gpus / MLQUEUE_GPUS: the GPUs this worker may use
+        caps["gpus"] = [g for g in caps["gpus"] if g.get("index") in allowed]
+    return caps
 
 
 def _versions() -> dict[str, str]:

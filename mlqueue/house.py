@@ -77,9 +77,11 @@ def waiting(settings: Settings | None = None, workers: list[dict[str, Any]] | No
     for g in groups:
         probe = {"state": orders.UNASSIGNED, "requires": g.get("requires"), "requirementClass": g["_id"].get("c"),
                  "pinnedWorker": g["_id"].get("w")}
-        out.append({"requirementClass": g["_id"].get("c"), "pinnedWorker": g["_id"].get("w"),
-                    "requires": g.get("requires"), "jobs": g["jobs"], "since": g.get("oldest"),
-                    "exampleJob": g.get("example"), "reason": reason_for(probe, workers)})
+        group = {"requirementClass": g["_id"].get("c"), "pinnedWorker": g["_id"].get("w"),
+                 "requires": g.get("requires"), "jobs": g["jobs"], "since": g.get("oldest"),
+                 "exampleJob": g.get("example"), "reason": reason_for(probe, workers)}
+        group["etaSeconds"] = None if group["reason"] else _first_start(group, workers)
+        out.append(group)
     return sorted(out, key=lambda g: (g["reason"] is None, -g["jobs"]))
 
 
@@ -87,11 +89,30 @@ def annotate(workers: list[dict[str, Any]], settings: Settings | None = None) ->
     """Add each worker's measured speed per script and the ETA of what it runs (``speed.py``)."""
     settings = settings or get_settings()
     figures = speed.figures(settings)
+    now = orders.now()
+    held = {o["worker"]: o for o in store.db(settings).orders.find(
+        {"state": {"$in": list(orders.HELD)}},
+        {"worker": 1, "jobId": 1, "scriptName": 1, "epochs": 1, "startedDate": 1, "latestMetrics": 1})}
     for w in workers:
         w["speed"] = figures.get(w["name"], {})
         w.setdefault("queues", [])
         w.setdefault("refused", {})
+        order = held.get(w["name"])
+        fig = (w["speed"].get((order or {}).get("scriptName", "").removesuffix(".py"))
+               or w["speed"].get((order or {}).get("scriptName", ""))) if order else None
+        w["etaSeconds"] = speed.eta_seconds(order, {"epochs": order.get("epochs")}, fig, now) if order else None
     return workers
+
+
+def _first_start(group: dict[str, Any], workers: list[dict[str, Any]]) -> float | None:
+    """Seconds until a worker that can take this group is free (0: one is idle now; None: unknown)."""
+    able = [w for w in workers if w.get("online")
+            and requirements.satisfies(w.get("capabilities") or {}, group.get("requires"))
+            and group.get("requirementClass") not in (w.get("refused") or {})
+            and (not group.get("pinnedWorker") or _matches(w, group["pinnedWorker"]))]
+    waits = [0.0 if not w.get("currentJob") else w.get("etaSeconds") for w in able]
+    known = [x for x in waits if x is not None]
+    return round(min(known), 1) if known else None
 
 
 def with_reason(order: dict[str, Any], settings: Settings | None = None) -> dict[str, Any]:

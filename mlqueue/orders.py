@@ -34,7 +34,7 @@ import psutil
 from bson import ObjectId
 from pymongo import ReturnDocument
 
-from mlqueue import environment, routing, store
+from mlqueue import environment, routing, speed, store
 from mlqueue.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -483,6 +483,20 @@ def bounce(order: dict[str, Any], outcome: dict[str, Any], judged: dict[str, Any
     return True
 
 
+def reroute(order: dict[str, Any], fields: dict[str, Any], why: str, by: str,
+            settings: Settings | None = None) -> dict[str, Any] | None:
+    """unassigned -> unassigned on another queue (placed on a faster worker, or back from a vanished one).
+
+    Conditional on the delivery the caller saw; a new delivery makes the old message stale.
+    """
+    delivery = new_delivery()
+    moved = _move({"jobId": order["jobId"], "state": UNASSIGNED, "delivery": order["delivery"]}, UNASSIGNED, by, why,
+                  settings, set_={"delivery": delivery, "enqueuedAt": None, **fields}, known=order)
+    if moved:
+        enqueue(order["jobId"], delivery, settings, routing.queue_of(moved, settings))
+    return moved
+
+
 def store_outcome(order: dict[str, Any], settings: Settings | None = None) -> None:
     """Copy a final Order's Outcome into ``outcomes`` (idempotent: one per Job, first write wins)."""
     d = store.db(settings)
@@ -638,6 +652,7 @@ class Reaper:
         from mlqueue import stranded  # it builds on this module
 
         counts["stranded"] = stranded.resend(self.name, self.settings)
+        speed.unstrand(self.settings)  # Jobs placed on a worker that went offline go back to their queue
         if any(counts.values()):
             log.info("reaper %s: %s", self.name, counts)
         return counts

@@ -66,8 +66,10 @@ def place(job: dict[str, Any], settings: Settings | None = None) -> dict[str, An
     except scripts.ScriptNotFound:
         declared = {}
     merged = requirements.merge(declared, job.get("requires"))
+    epochs = job.get("epochs")
     return {"requires": merged or None, "requirementClass": requirements.class_name(merged),
-            "pinnedWorker": job.get("worker") or None, "placedOn": None}
+            "pinnedWorker": job.get("worker") or None, "placedOn": None,
+            "epochs": epochs if isinstance(epochs, int | float) and not isinstance(epochs, bool) else None}
 
 
 def learn(order: dict[str, Any], judged: dict[str, Any]) -> dict[str, Any]:
@@ -254,8 +256,8 @@ def add_worker_options(app: Any) -> None:
     """Teach ``celery worker`` mlqueue's options (Celery's ``user_options``)."""
     import click
 
-    for flag, kind, help_text in WORKER_OPTIONS.values():
-        app.user_options["worker"].add(click.Option([flag], type=kind, default=None, help=help_text))
+    for key, (flag, kind, help_text) in WORKER_OPTIONS.items():
+        app.user_options["worker"].add(click.Option([flag, key], type=kind, default=None, help=help_text))
 
 
 @signals.celeryd_init.connect

@@ -126,6 +126,7 @@ class Settings(BaseSettings):
     capabilities: str | None = None
     hide_packages: str | None = None
     max_environment_failures: int = 5
+    placement: bool = True  # a slower worker passes a Job to one that would finish it sooner (speed.py)
     scripts_dir: Path = PROJECT_ROOT / "ml_scripts"
 
     bind: str = "127.0.0.1"

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from mlqueue import store
@@ -96,3 +96,113 @@ def eta_seconds(order: dict[str, Any], job: dict[str, Any], fig: dict[str, Any] 
         return round(max(0.0, elapsed / done * (epochs - done)), 1)
     expected = expected_seconds(fig, job)
     return round(max(0.0, expected - elapsed), 1) if expected is not None else None
+
+
+# --------------------------------------------------------------------------- placement by speed
+
+_online: dict[str, tuple[float, list[dict[str, Any]]]] = {}
+
+
+def _online_workers(settings: Settings) -> list[dict[str, Any]]:
+    """Online workers with the queues they consume (cached as briefly as the figures)."""
+    key = f"{settings.mongo_url}/{settings.mongo_db}"
+    cached = _online.get(key)
+    if cached and time.monotonic() - cached[0] < CACHE_SECONDS:
+        return cached[1]
+    fresh = datetime.now(UTC) - timedelta(seconds=3 * settings.heartbeat_every)
+    found = list(store.db(settings).workers.find({"online": True, "lastHeartbeat": {"$gte": fresh}},
+                                                 {"_id": 0, "name": 1, "queues": 1}))
+    _online[key] = (time.monotonic(), found)
+    return found
+
+
+def _rate(fig: dict[str, Any]) -> float:
+    return float(fig.get("secondsPerEpoch") or fig["secondsPerJob"])
+
+
+def _someone_faster(me: str, figs: dict[str, dict[str, dict[str, Any]]]) -> bool:
+    """Cheap first test, from cached figures only: is any machine measured faster than me on a script?"""
+    mine = figs.get(me) or {}
+    return any(other != me and script in mine and _rate(fig) < PASS_MARGIN * _rate(mine[script])
+               for other, scripts in figs.items() for script, fig in scripts.items())
+
+
+def destination(job_id: str, delivery: str, me: str, settings: Settings) -> tuple[dict[str, Any], str, str] | None:
+    """Where this delivery would finish sooner than here: ``(order, worker, why)``, or None to run it here.
+
+    Earliest finish time: here = my expected duration; there = what that worker still has to do (its
+    running Job's ETA plus the Jobs already placed on it) + its expected duration.
+    """
+    if not settings.placement:
+        return None
+    figs = figures(settings)
+    if not _someone_faster(me, figs):
+        return None
+    d = store.db(settings)
+    order = d.orders.find_one({"jobId": job_id, "delivery": delivery}, {"metrics": 0, "log": 0, "history": 0})
+    if not order or order.get("state") != "unassigned" or order.get("pinnedWorker") or order.get("placedOn"):
+        return None
+    job = {"epochs": order.get("epochs")}
+    script = order.get("scriptName", "").removesuffix(".py")
+    mine = expected_seconds(_script_figure(figs.get(me), script), job)
+    if mine is None:
+        return None
+    from mlqueue import routing
+
+    queue = routing.queue_of(order, settings)
+    others = {w["name"] for w in _online_workers(settings) if w["name"] != me and queue in (w.get("queues") or [])}
+    best: tuple[float, str] | None = None
+    for name in others:
+        theirs = expected_seconds(_script_figure(figs.get(name), script), job)
+        if theirs is None:
+            continue
+        finish = _busy_for(name, figs, settings) + theirs
+        if best is None or finish < best[0]:
+            best = (finish, name)
+    if best is None or best[0] >= PASS_MARGIN * mine:
+        return None
+    why = f"placed on {best[1]}: expected done in {best[0]:.0f}s there, {mine:.0f}s here ({me})"
+    return order, best[1], why
+
+
+def _script_figure(worker_figs: dict[str, dict[str, Any]] | None, script: str) -> dict[str, Any] | None:
+    if not worker_figs:
+        return None
+    return worker_figs.get(script) or worker_figs.get(f"{script}.py")
+
+
+def _busy_for(worker: str, figs: dict[str, dict[str, dict[str, Any]]], settings: Settings) -> float:
+    """Seconds until ``worker`` is through its running Job and the Jobs placed on it."""
+    d = store.db(settings)
+    now = datetime.now(UTC)
+    total = 0.0
+    for order in d.orders.find({"$or": [{"worker": worker, "state": {"$in": ["assigned", "running"]}},
+                                        {"placedOn": worker, "state": "unassigned"}]},
+                               {"scriptName": 1, "epochs": 1, "startedDate": 1, "latestMetrics": 1, "state": 1}):
+        fig = _script_figure(figs.get(worker), order.get("scriptName", "").removesuffix(".py"))
+        job = {"epochs": order.get("epochs")}
+        if order["state"] == "unassigned":
+            total += expected_seconds(fig, job) or 0.0
+        else:
+            total += eta_seconds(order, job, fig, now) or 0.0
+    return total
+
+
+def unstrand(settings: Settings) -> int:
+    """Orders placed on a worker that went offline go back to their own queue (run by every reaper)."""
+    from mlqueue import orders
+
+    d = store.db(settings)
+    placed = list(d.orders.find({"state": "unassigned", "placedOn": {"$ne": None}},
+                                {"jobId": 1, "delivery": 1, "placedOn": 1, "requirementClass": 1, "pinnedWorker": 1,
+                                 "state": 1}))
+    if not placed:
+        return 0
+    fresh = datetime.now(UTC) - timedelta(seconds=3 * settings.heartbeat_every)
+    alive = {w["name"] for w in d.workers.find({"online": True, "lastHeartbeat": {"$gte": fresh}}, {"name": 1})}
+    moved = 0
+    for order in placed:
+        if order["placedOn"] not in alive:
+            moved += orders.reroute(order, {"placedOn": None}, f"{order['placedOn']} went offline; back to its queue",
+                                    "placement", settings) is not None
+    return moved

@@ -29,7 +29,7 @@ from typing import Any
 from bson import ObjectId
 from celery import signals
 
-from mlqueue import artifacts, checkpoints, datasets, metric_lines, names, orders, owner, routing, scripts, store
+from mlqueue import artifacts, checkpoints, datasets, metric_lines, names, orders, owner, routing, scripts, speed, store
 from mlqueue import capabilities as machine
 from mlqueue.celery_app import app
 from mlqueue.settings import Settings, get_settings
@@ -58,6 +58,9 @@ def run_order(self: Any, job_id: str, delivery: str) -> str:
 def execute(job_id: str, delivery: str, worker: str, settings: Settings | None = None) -> str:
     """Run one delivery of one Order to its end. Returns what happened, for logs and tests."""
     settings = settings or get_settings()
+    if placed := speed.destination(job_id, delivery, worker, settings):  # a faster machine would finish it sooner
+        order, target, why = placed
+        return "placed" if orders.reroute(order, {"placedOn": target}, why, worker, settings) else "ignored"
     job = store.durable(lambda: store.db(settings).jobs.find_one({"_id": ObjectId(job_id)}), "read job", settings)
     if job is None:
         log.warning("message for unknown job %s ignored", job_id)

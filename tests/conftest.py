@@ -67,13 +67,14 @@ class Farm:
     home: Path
     workers: list[subprocess.Popen] = field(default_factory=list)
 
-    def start_worker(self, name: str, wait: bool = True, **extra_env: str) -> subprocess.Popen:
+    def start_worker(self, name: str, wait: bool = True, args: tuple[str, ...] = (), **extra_env: str
+                     ) -> subprocess.Popen:
         """A real ``celery -A mlqueue worker`` process (its own process group, so it can be killed whole)."""
         log = open(self.home / f"worker-{name}.log", "ab")  # noqa: SIM115 - owned by the child
         env = {**self.env, **extra_env}
         proc = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "mlqueue", "worker", "-n", f"{name}@%h", "-l", "info",
-             "-c", "1", "--without-mingle", "--without-gossip"],
+             "-c", "1", "--without-mingle", "--without-gossip", *args],
             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
         self.workers.append(proc)

@@ -20,6 +20,7 @@ import plotly.graph_objects as go
 from dash import ALL, Input, Output, State, dcc, html
 
 from mlqueue import orders, service, speed, store
+from mlqueue.capabilities import gpu_label
 from mlqueue.dashboard.common import Ctx, empty_figure, figure, message, state_badge
 from mlqueue.dashboard.job_page import curves
 from mlqueue.errors import MlqueueError
@@ -59,7 +60,8 @@ def worker_rows(ctx: Ctx) -> list[dict[str, Any]]:
             "jobsDone": mine.get("jobsDone", 0),
             "busySeconds": round(spent, 1), "aliveSeconds": round(alive, 1),
             "busyPercent": round(100 * min(1.0, spent / alive), 1) if alive > 0 else None,
-            "cpus": caps.get("cpus"), "ramGb": caps.get("ramGb"), "gpus": ", ".join(caps.get("gpus") or []) or "none",
+            "cpus": caps.get("cpus"), "ramGb": caps.get("ramGb"),
+            "gpus": ", ".join(map(gpu_label, caps.get("gpus") or [])) or "none",
             "os": caps.get("os"), "python": caps.get("python"),
             "firstSeen": first.strftime("%Y-%m-%d %H:%M:%S") if isinstance(first, datetime) else None,
         })

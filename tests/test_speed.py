@@ -1,0 +1,53 @@
+"""Speed figures, ETAs and placement by measured speed, with real workers of unequal speed."""
+
+from __future__ import annotations
+
+import json
+import time
+
+from conftest import Farm, wait_for
+
+from mlqueue import speed
+
+
+def warm_up(farm: Farm, *workers: str) -> None:
+    ids = farm.submit(*[{"scriptName": "toy", "worker": w, "epochs": 2, "sleepSeconds": 0.4, "x": float(i)}
+                        for w in workers for i in range(2)])
+    for job_id in ids:
+        assert farm.wait_final(job_id)["state"] == "succeeded"
+
+
+def test_a_slow_worker_passes_a_job_to_a_faster_one_that_would_finish_it_sooner(farm: Farm) -> None:
+    farm.start_worker("fast")
+    farm.start_worker("slow", TOY_SLOWDOWN="10")
+    warm_up(farm, "fast", "slow")
+    figures = speed.figures(farm.settings, fresh=True)
+    fast = next(f for name, f in figures.items() if name.startswith("fast@"))["toy"]
+    slow = next(f for name, f in figures.items() if name.startswith("slow@"))["toy"]
+    assert slow["secondsPerEpoch"] > 3 * fast["secondsPerEpoch"] and fast["jobs"] == 2
+    time.sleep(speed.CACHE_SECONDS + 0.5)  # the workers' cached figures now include the warm-up
+    [busy] = farm.submit({"scriptName": "toy", "worker": "fast", "epochs": 4, "sleepSeconds": 1.0, "y": 1.0})
+    wait_for(lambda: farm.order(busy)["state"] == "running", what="the fast worker to be busy")
+    [job_id] = farm.submit({"scriptName": "toy", "epochs": 4, "sleepSeconds": 0.8, "z": 1.0})
+    order = farm.wait_final(job_id, timeout=60)
+    assert order["outcome"]["worker"].startswith("fast@"), order["history"]
+    assert any(e["why"].startswith("placed on fast@") and e["by"].startswith("slow@") for e in order["history"])
+    assert order["attempts"] == 1
+
+    status = json.loads(farm.run_cli("status", "--format", "json").stdout)
+    speeds = {w["name"].split("@")[0]: w["speed"]["toy"]["secondsPerEpoch"] for w in status["workers"]}
+    assert speeds["slow"] > speeds["fast"]
+    assert all("etaSeconds" in w for w in status["workers"])
+
+
+def test_worker_options_name_memory_and_gpus(farm: Farm) -> None:
+    farm.start_worker("ignored", wait=False, args=("--name", "lap", "--max-memory", "3", "--gpus", "0"),
+                      MLQUEUE_CAPABILITIES=json.dumps({"gpus": ["GPU A", "GPU B"]}))
+    worker = wait_for(lambda: farm.db.workers.find_one({"name": {"$regex": "^lap@"}, "online": True}),
+                      what="the worker named lap to register")
+    assert worker["capabilities"]["memoryGB"] == 3.0
+    assert [g["model"] for g in worker["capabilities"]["gpus"]] == ["GPU A"]  # --gpus 0: only the first is ours
+    [job_id] = farm.submit({"scriptName": "toy", "worker": "lap", "requires": {"memoryGB": 2}})
+    assert farm.wait_final(job_id)["outcome"]["worker"] == worker["name"]
+    [too_big] = farm.submit({"scriptName": "toy", "requires": {"memoryGB": 8}})
+    assert "needs 8 GB memory — no online worker has it" in farm.run_cli("show", too_big).stdout
