@@ -152,3 +152,14 @@ def test_a_worker_collects_only_files_inside_the_jobs_write_path(farm: Farm, tmp
     assert "not a plain file name" in bad_name["error"] and "outside" in elsewhere["error"]
     assert [a["name"] for a in artifacts.for_job(job_id, farm.settings)] == ["ok.bin"]
     assert farm.db["datasets.files"].count_documents({}) == 0
+
+
+def test_a_sweep_whose_base_names_a_climbing_dataset_is_refused(farm: Farm) -> None:
+    from mlqueue import sweep_driver, sweeps
+
+    text = ("base: {scriptName: toy, projectName: p, dataFileName: '../../../../tmp/x.csv'}\n"
+            "space: {x: {float: [0, 1]}}\nobjective: loss\nmethod: random\nbudget: {maxTrials: 2}\n")
+    sweep = sweeps.parse_text(text, "evil.yaml", farm.settings)
+    with pytest.raises(jobs.JobError, match="not a plain file name"):
+        sweep_driver.create(sweep, text, "evil.yaml", settings=farm.settings)
+    assert farm.db.jobs.count_documents({}) == 0 and farm.db.sweeps.count_documents({}) == 0
