@@ -10,6 +10,7 @@ re-rendered only when what they show changes, so a pane keeps its stream while i
 from __future__ import annotations
 
 import json
+import time
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -26,6 +27,9 @@ from mlqueue.dashboard.job_page import curves
 from mlqueue.errors import MlqueueError
 
 ML_SHOWN = ("tensorflow", "torch", "scikit-learn", "xgboost")
+QUEUED_EVERY = 10.0
+_queued_cache: dict[tuple[Any, ...], tuple[float, dict[str, int]]] = {}
+_last_cache: dict[str, Any] = {}
 
 POLL_MS = 3000
 CARDS_POLL_MS = 1500
@@ -82,26 +86,57 @@ def share_figure(rows: list[dict[str, Any]]) -> go.Figure:
 
 def machines(ctx: Ctx) -> list[dict[str, Any]]:
     """Each registered worker with its state, capabilities and the Job its output pane follows: the one it
-    holds now, else the last one it ran (so output stays readable after the Job ends)."""
+    holds now, else the last one it ran (so output stays readable after the Job ends).
+
+    Polled every few seconds, so every read is cheap on a store of 100,000 Orders: the held Orders by the
+    ``state`` index (a handful), the last Job of an idle machine from the dashboard's in-memory jobs table,
+    and one pass over the queued Orders pinned to a machine.
+    """
     d = store.db(ctx.settings)
     now = orders.now()
     fresh = timedelta(seconds=3 * ctx.settings.heartbeat_every)
     held = {o["worker"]: o for o in d.orders.find({"state": {"$in": list(orders.HELD)}},
                                                    {"worker": 1, "jobId": 1, "scriptName": 1, "state": 1})}
+    queued = queued_here(ctx)
+    last = last_jobs(ctx)
     figures = speed.figures(ctx.settings)
     out = []
     for worker in d.workers.find({}, {"_id": 0}).sort("name", 1):
         name, beat = worker["name"], worker.get("lastHeartbeat")
         alive = bool(worker.get("online")) and isinstance(beat, datetime) and now - beat < fresh
-        state = machine_state(worker, alive)
-        job = held.get(name) or d.orders.find_one({"worker": name}, {"jobId": 1, "scriptName": 1, "state": 1},
-                                                  sort=[("updatedDate", -1)])
-        out.append({"name": name, "state": state, "host": worker.get("host"),
+        job = held.get(name) or last.get(name)
+        out.append({"name": name, "state": machine_state(worker, alive), "host": worker.get("host"),
                     "capabilities": worker.get("capabilities") or {}, "current": name in held,
                     "job": {k: job.get(k) for k in ("jobId", "scriptName", "state")} if job else None,
                     "speed": speed_text(figures.get(name) or {}, job),
-                    "queued": d.orders.count_documents({"state": orders.UNASSIGNED, "pinnedWorker": name})})
+                    "queued": queued.get(name, 0) + queued.get(name.split("@")[0], 0) * ("@" in name)})
     return out
+
+
+def queued_here(ctx: Ctx) -> dict[str, int]:
+    """Queued Orders pinned to each machine (by the name the Job gave). One pass over the queue, so it is
+    counted again at most every ``QUEUED_EVERY`` seconds."""
+    key = (ctx.settings.mongo_url, ctx.settings.mongo_db)
+    at, counts = _queued_cache.get(key, (-QUEUED_EVERY, {}))
+    if time.monotonic() - at >= QUEUED_EVERY:
+        counts = {g["_id"]: g["n"] for g in store.db(ctx.settings).orders.aggregate([
+            {"$match": {"state": orders.UNASSIGNED, "pinnedWorker": {"$type": "string"}}},
+            {"$group": {"_id": "$pinnedWorker", "n": {"$sum": 1}}}])}
+        _queued_cache[key] = (time.monotonic(), counts)
+    return counts
+
+
+def last_jobs(ctx: Ctx) -> dict[str, dict[str, Any]]:
+    """Each worker's most recent Job (jobId, scriptName, state), from the in-memory jobs table (worked
+    out once per version of the table)."""
+    frame = ctx.table.frame()
+    if _last_cache.get("frame") is not frame:
+        mine = frame.dropna(subset=["worker"])
+        newest = mine.sort_values("updatedDate", na_position="first").groupby(mine["worker"].astype(str)).tail(1)
+        _last_cache.update(frame=frame, jobs={
+            str(r["worker"]): {"jobId": r["jobId"], "scriptName": r["scriptName"], "state": r["state"]}
+            for r in newest[["worker", "jobId", "scriptName", "state"]].to_dict("records")})
+    return _last_cache["jobs"]
 
 
 def machine_state(worker: dict[str, Any], alive: bool) -> str:
