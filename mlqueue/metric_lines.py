@@ -9,6 +9,9 @@ stores it as one metric point on the Order, exactly as ``report(**fields)`` woul
 Values that read as numbers become numbers, ``true``/``false`` booleans, anything else stays text.
 A command-line script's last line (its Outcome, e.g. ``{"status": 200, "metric": 0.9}``) is never taken
 for a point: ``metric`` there is a number, not an object. The line itself stays in the log too.
+
+Printed points feed the live curves and a sweep's pruner like reported ones, but only ``report()`` can
+stop a script the pruner gives up on (it raises inside the script); a printing script runs to its end.
 """
 
 from __future__ import annotations
