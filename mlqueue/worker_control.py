@@ -50,6 +50,9 @@ def _escape(text: str) -> str:
 
 def command(name: str, action: Action, by: str = "cli", settings: Settings | None = None) -> dict[str, Any]:
     """Store ``action`` for the worker; returns ``{"worker", "action", "state"}``."""
+    from mlqueue.access import require_write
+
+    require_write("pause, resume or drain workers")
     if action not in ACTIONS:
         raise InvalidInput(f"unknown action {action!r}; use one of {', '.join(ACTIONS)}")
     worker = find(name, settings)
