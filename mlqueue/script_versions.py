@@ -67,7 +67,8 @@ def versions(name: str, settings: Settings | None = None) -> list[dict[str, Any]
 
 
 def source(name: str, version: str | None = None, settings: Settings | None = None) -> dict[str, Any]:
-    """One version's entry-file text (default: the version Jobs naming the script run now)."""
+    """One version's entry-file text (default: the version Jobs naming the script run now), and the
+    names of all the files in its bundle."""
     settings = settings or get_settings()
     found = versions(name, settings)
     chosen = next((v for v in found if version is None or v["sha256"].startswith(version)), None)
@@ -76,11 +77,13 @@ def source(name: str, version: str | None = None, settings: Settings | None = No
                            f"{', '.join(v['sha256'][:12] for v in found) or '(none)'}")
     if chosen["source"] == "builtin":
         text = (Path(settings.scripts_dir) / f"{name}.py").read_text(errors="replace")
+        files = [f"{name}.py"]
     else:
-        text = _bundle(name, chosen["sha256"], settings).read(chosen["entry"]).decode(errors="replace")
+        bundle = _bundle(name, chosen["sha256"], settings)
+        text, files = bundle.read(chosen["entry"]).decode(errors="replace"), sorted(bundle.namelist())
     index = found.index(chosen)
     previous = found[index + 1]["sha256"] if index + 1 < len(found) else None
-    return {**chosen, "text": text, "previous": previous, "current": index == 0}
+    return {**chosen, "text": text, "files": files, "previous": previous, "current": index == 0}
 
 
 def _bundle(name: str, sha256: str, settings: Settings) -> zipfile.ZipFile:

@@ -17,7 +17,7 @@ from bson import ObjectId
 from conftest import Farm, wait_for
 from test_dashboard import HQ, choose
 
-from mlqueue import script_versions
+from mlqueue import script_versions, scripts
 
 browser, hq, page = test_dashboard.browser, test_dashboard.hq, test_dashboard.page  # the same fixtures
 
@@ -115,7 +115,7 @@ def test_write_save_run_on_a_machine_watch_it_live_then_edit_keeps_the_first_ver
     page.goto(hq.ui("code?script=live_demo"))
     wait_for(lambda: editor_text(page) == SCRIPT, timeout=30, what="the saved version in the editor")
     type_into_editor(page, SCRIPT.replace("hello {i}", "hi {i}"))
-    page.click("#code-save")
+    page.keyboard.press("Control+S")  # saves, as in any editor
     page.wait_for_selector("#code-saved:has-text('Saved live_demo version')")
     second = page.get_attribute("#code-saved", "data-sha")
     assert second != first
@@ -142,7 +142,7 @@ def test_write_save_run_on_a_machine_watch_it_live_then_edit_keeps_the_first_ver
     assert toy["scriptName"] == "toy" and "scriptHash" not in toy and "worker" not in toy
 
 
-def test_script_versions_over_the_api_save_never_overwrite_and_diff(farm: Farm, hq: HQ) -> None:
+def test_script_versions_over_the_api_save_never_overwrite_and_diff(farm: Farm, hq: HQ, tmp_path: Path) -> None:
     http = httpx.Client(base_url=hq.url, headers={"Authorization": f"Bearer {hq.token}"}, timeout=30)
     one = http.post("/scripts/api_demo/versions", json={"text": "def run(job, report):\n    return {}\n"})
     assert one.status_code == 201 and one.json()["created"] and one.json()["previous"] is None
@@ -162,6 +162,15 @@ def test_script_versions_over_the_api_save_never_overwrite_and_diff(farm: Farm, 
     assert http.post("/scripts/api_demo/versions", json={"text": "x = 1\x00"}).status_code == 422
     assert len(http.get("/scripts/api_demo/versions").json()) == 2  # nothing stored
     assert http.get("/scripts/nope/versions").status_code == 404
+    folder = tmp_path / "folder_demo"  # a folder bundle: the editor edits its entry, the rest is carried over
+    folder.mkdir()
+    (folder / "main.py").write_text("from util import K\n\n\ndef run(job, report):\n    return {'k': K}\n")
+    (folder / "util.py").write_text("K = 1\n")
+    scripts.push(folder, "folder_demo", farm.settings)
+    edited = http.post("/scripts/folder_demo/versions", json={"text": "from util import K\n\n\ndef run(job, report):"
+                                                                       "\n    return {'k': K + 1}\n"}).json()
+    shown = http.get("/scripts/folder_demo/source", params={"version": edited["sha256"]}).json()
+    assert shown["files"] == ["main.py", "util.py"] and "K + 1" in shown["text"] and shown["current"]
     template = http.get("/scripts/toy/template").json()
     assert template["scriptName"] == "toy" and template["epochs"] == 0 and "sleepSeconds" in template
     assert httpx.get(f"{hq.url}/scripts/toy/versions").status_code == 401

@@ -103,6 +103,7 @@ def layout(ctx: Ctx, _arg: str | None, query: dict[str, str]) -> html.Div:
                                        placeholder="open a script…")], className="field"),
                 html.Div([html.Label("Version (by SHA-256)"),
                           dcc.Dropdown(id="code-version", options=[], clearable=False)], className="field"),
+                html.Div(id="code-files", className="hint"),
                 html.Div([html.Label("New file"),
                           dcc.Input(id="code-new-name", type="text", placeholder="name, e.g. my_trainer",
                                     debounce=False, style={"width": "100%", "boxSizing": "border-box"}),
@@ -165,23 +166,27 @@ def register(ctx: Ctx) -> None:
         return name, version_options(found), found[0]["sha256"] if found else None, note
 
     @ctx.app.callback(Output("code-loaded", "data"), Output("code-diff", "children"), Output("code-job", "value"),
+                      Output("code-files", "children"),
                       Input("code-version", "value"), Input("code-name", "data"), State("code-job", "value"))
     def _load(version: str | None, name: str | None, job_text: str | None) -> tuple[Any, ...]:
         """Put a version's text in the editor, its diff below, and a Job template from its Params (unless
         the Job being edited is already for this script: a save must not throw the user's edits away)."""
         nonce = secrets.token_hex(4)
         if not name:
-            return {"text": "", "nonce": nonce}, "", "{}"
+            return {"text": "", "nonce": nonce}, "", "{}", ""
         if not version:
             text = script_versions.NEW_SCRIPT.format(name=name)
             job = {"scriptName": name, "epochs": 3}
-            return {"text": text, "nonce": nonce}, "(a new script: nothing saved yet)", json.dumps(job, indent=2)
+            return {"text": text, "nonce": nonce}, "(a new script: nothing saved yet)", json.dumps(job, indent=2), \
+                f"files: {name}.py"
         shown = service.script_source(name, version, ctx.settings)
         changes = service.script_diff(name, version, None, ctx.settings)["diff"]
         keep = _job_for(job_text, name)
         job = service.script_template(name, version, ctx.settings)
+        files = f"files: {', '.join(shown['files'])} (editing {shown['entry']})" if len(shown["files"]) > 1 \
+            else f"files: {shown['entry']}"
         return {"text": shown["text"], "nonce": nonce}, diff_view(changes), \
-            dash.no_update if keep else json.dumps(job, indent=2)
+            dash.no_update if keep else json.dumps(job, indent=2), files
 
     @ctx.app.callback(Output("code-sweep", "value"), Input("code-version", "value"), Input("code-name", "data"),
                       State("code-sweep", "value"))

@@ -75,6 +75,10 @@
         mode: "ace/mode/python", theme: "ace/theme/textmate", useWorker: false, fontSize: 13,
         showPrintMargin: false, tabSize: 4, useSoftTabs: true, wrap: false
       });
+      editor.commands.addCommand({  /* Ctrl-S / Cmd-S saves, as in any editor (not the browser's "save page") */
+        name: "save", bindKey: {win: "Ctrl-S", mac: "Command-S"},
+        exec: function () { var b = document.getElementById("code-save"); if (b) { b.click(); } }
+      });
       editor.session.on("change", function () {
         window.dash_clientside.set_props("code-text", {data: editor.getValue()});
       });
