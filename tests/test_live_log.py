@@ -151,3 +151,17 @@ def test_job_output_reads_alike_over_both_clients(api: Served, farm: Farm) -> No
         with pytest.raises(ClientError) as missing:
             list(client.follow_log("ffffffffffffffffffffffff"))
         assert missing.value.status == 404
+
+
+def test_lines_keep_their_numbers_after_the_oldest_are_trimmed(farm: Farm) -> None:
+    [job_id] = farm.submit({"scriptName": "toy"})
+    order = farm.order(job_id)
+    for start in range(0, orders.LOG_LINES_KEPT + 10, 1000):
+        orders.append_log(order, [{"at": orders.now(), "stream": "stdout", "line": f"n{i + 1}"}
+                                  for i in range(start, min(start + 1000, orders.LOG_LINES_KEPT + 10))], farm.settings)
+    everything = live_log.read(job_id, 0, farm.settings)
+    assert len(everything["lines"]) == orders.LOG_LINES_KEPT and everything["next"] == orders.LOG_LINES_KEPT + 10
+    assert everything["lines"][0] == {**everything["lines"][0], "seq": 11, "line": "n11"}  # 1-10 were trimmed
+    tail = live_log.read(job_id, orders.LOG_LINES_KEPT + 5, farm.settings)
+    assert [x["line"] for x in tail["lines"]] == [f"n{i}" for i in range(5006, 5011)]
+    assert live_log.read(job_id, tail["next"], farm.settings)["lines"] == []
