@@ -8,7 +8,7 @@ Like BOINC ("suspend while the computer is in use") and HTCondor (a policy polle
   logind's ``IdleHint`` (``loginctl``), X11 idle time (``xprintidle``), the newest access to
   ``/dev/input/event*``; macOS: ``HIDIdleTime`` from ``ioreg -c IOHIDSystem``; Windows:
   ``GetLastInputInfo`` — plus other processes' CPU load above ``owner_cpu_threshold`` (off unless set),
-  another process on an NVIDIA GPU (NVML, when ``pynvml`` is installed) and running on battery.
+  another process computing on an NVIDIA GPU (NVML, when ``pynvml`` is installed) and running on battery.
   ``MLQUEUE_IDLE_PROBE=file:PATH`` replaces them all: the file's mtime is the owner's last input
   (tests, odd machines); ``none`` disables them (only ``hours`` and the HQ then decide);
 - the **schedule** ``hours`` ("22:00-07:00": the worker works only then; outside, the owner policy

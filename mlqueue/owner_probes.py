@@ -12,7 +12,8 @@ missing source never stops a worker. Which probes a machine gets (``probes_for``
 - macOS: ``HIDIdleTime`` from ``ioreg -c IOHIDSystem``;
 - Windows: ``GetLastInputInfo`` through ctypes;
 - everywhere: other processes' CPU load above ``owner_cpu_threshold`` (a fraction of all cores; off
-  unless set), another process using an NVIDIA GPU (NVML, when ``pynvml`` imports), running on battery.
+  unless set), another process computing on an NVIDIA GPU (NVML, when ``pynvml`` imports), running on
+  battery.
 
 ``MLQUEUE_IDLE_PROBE=file:PATH`` replaces all of them (the file's mtime is the last input), ``none``
 disables them.
@@ -184,7 +185,11 @@ class CpuProbe(Probe):
 
 
 class GpuProbe(Probe):
-    """Another process has a context on one of the NVIDIA GPUs (a game, a video call, someone's training)."""
+    """Another process computes on one of the NVIDIA GPUs (someone's training, a CUDA app).
+
+    Graphics contexts do not count: the display server holds one for good on every desktop (a game or a
+    video call shows up as input activity anyway).
+    """
 
     name = "nvml"
 
@@ -197,9 +202,7 @@ class GpuProbe(Probe):
         try:
             for index in range(nv.nvmlDeviceGetCount()):
                 handle = nv.nvmlDeviceGetHandleByIndex(index)
-                procs = nv.nvmlDeviceGetComputeRunningProcesses(handle) + \
-                    nv.nvmlDeviceGetGraphicsRunningProcesses(handle)
-                others = [p.pid for p in procs if p.pid not in mine]
+                others = [p.pid for p in nv.nvmlDeviceGetComputeRunningProcesses(handle) if p.pid not in mine]
                 if others:
                     return f"GPU {index} in use by process {others[0]}"
         except Exception:  # noqa: BLE001 - NVML errors (driver reload) mean "cannot tell"

@@ -77,3 +77,24 @@ def test_hq_commands_come_first_then_the_owner_policy() -> None:
     outside = "outside working hours 22:00-07:00"
     assert decide(Policy(), None, None, outside) == ("drain", "draining", outside)
     assert decide(pause, None, outside, outside)[:2] == ("pause", "owner active")
+
+
+class _Nvml:
+    """NVML as a GPU machine answers: one device, computing processes with these pids."""
+
+    def __init__(self, pids: list[int]) -> None:
+        self.pids = pids
+
+    def nvmlDeviceGetCount(self) -> int:  # noqa: N802 - NVML's own names
+        return 1
+
+    def nvmlDeviceGetHandleByIndex(self, index: int) -> int:  # noqa: N802
+        return index
+
+    def nvmlDeviceGetComputeRunningProcesses(self, handle: int) -> list[object]:  # noqa: N802
+        return [type("Proc", (), {"pid": pid})() for pid in self.pids]
+
+
+def test_gpu_probe_counts_other_processes_computing_not_this_worker() -> None:
+    assert owner_probes.GpuProbe(_Nvml([os.getpid()])).active(300) is None
+    assert owner_probes.GpuProbe(_Nvml([os.getpid(), 4194301])).active(300) == "GPU 0 in use by process 4194301"
