@@ -21,6 +21,8 @@ import os
 import socket
 import time
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 from celery import signals
@@ -61,8 +63,8 @@ def place(job: dict[str, Any], settings: Settings | None = None) -> dict[str, An
 
     settings = settings or get_settings()
     try:
-        path = scripts.resolve(job["scriptName"], settings, pinned=job.get("scriptHash")).path
-        declared = requirements.declared(path)
+        script = scripts.resolve(job["scriptName"], settings, pinned=job.get("scriptHash"))
+        declared = _declared(str(script.path), script.sha256)
     except scripts.ScriptNotFound:
         declared = {}
     merged = requirements.merge(declared, job.get("requires"))
@@ -84,6 +86,12 @@ def learn(order: dict[str, Any], judged: dict[str, Any]) -> dict[str, Any]:
         return {}
     merged = requirements.merge({}, {**requires, "packages": [*requires.get("packages", []), package]})
     return {"requires": merged, "requirementClass": requirements.class_name(merged)}
+
+
+@lru_cache(maxsize=256)
+def _declared(path: str, sha256: str) -> dict[str, Any]:
+    """A script's ``REQUIRES``, parsed once per script version (a sweep submits thousands of Jobs)."""
+    return requirements.declared(Path(path))
 
 
 # --------------------------------------------------------------------------- submitter side

@@ -51,3 +51,16 @@ def test_worker_options_name_memory_and_gpus(farm: Farm) -> None:
     assert farm.wait_final(job_id)["outcome"]["worker"] == worker["name"]
     [too_big] = farm.submit({"scriptName": "toy", "requires": {"memoryGB": 8}})
     assert "needs 8 GB memory — no online worker has it" in farm.run_cli("show", too_big).stdout
+
+
+def test_a_job_placed_on_a_worker_that_vanished_goes_back_to_its_queue(farm: Farm) -> None:
+    from mlqueue import orders
+
+    [job_id] = farm.submit({"scriptName": "toy", "x": 1.0})
+    placed = orders.reroute(farm.order(job_id), {"placedOn": "ghost@nowhere"}, "placed on ghost@nowhere (test)",
+                            "test", farm.settings)
+    assert placed and placed["placedOn"] == "ghost@nowhere"
+    farm.start_worker("w1")
+    order = farm.wait_final(job_id)
+    assert order["state"] == "succeeded" and order["outcome"]["worker"].startswith("w1@")
+    assert any("ghost@nowhere went offline; back to its queue" in e["why"] for e in order["history"])
