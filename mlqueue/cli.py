@@ -271,16 +271,11 @@ def data() -> None:
 @click.option("--name", default=None, help="Store under this name instead of the file's own (one file only).")
 def data_push(files: tuple[Path, ...], project: str, name: str | None) -> None:
     """Upload FILES as datasets; pushing changed content again makes a new version."""
-    from mlqueue import datasets
-
-    get_settings().require_urls()
     if name and len(files) > 1:
         _fail("--name only makes sense with one file")
+    client = _client()
     for file in files:
-        try:
-            meta = datasets.push(file, project, name)
-        except datasets.DatasetError as exc:
-            _fail(str(exc))
+        meta = client.dataset_push(file, project, name)
         click.echo(f"{project}/{meta['name']}  version {meta.get('version', '?')}  {meta['size']} bytes  "
                    f"sha256 {meta['sha256'][:12]}")
 
@@ -290,10 +285,7 @@ def data_push(files: tuple[Path, ...], project: str, name: str | None) -> None:
 @click.option("--format", "fmt", type=click.Choice(tables.FORMATS), default="table", show_default=True)
 def data_ls(project: str | None, fmt: str) -> None:
     """List datasets (newest version of each)."""
-    from mlqueue import datasets
-
-    get_settings().require_urls()
-    rows = datasets.listing(project)
+    rows = _client().datasets(project)
     columns = ["project", "name", "size", "sha256", "uploadDate", "source"]
     click.echo(tables.to_json(rows) if fmt == "json" else
                tables.to_csv(rows, columns) if fmt == "csv" else tables.table(rows, columns))
@@ -306,13 +298,7 @@ def data_ls(project: str | None, fmt: str) -> None:
               help="File or directory to write to.")
 def data_pull(name: str, project: str, output: Path) -> None:
     """Download a dataset's newest version."""
-    from mlqueue import datasets
-
-    get_settings().require_urls()
-    try:
-        click.echo(str(datasets.pull(project, name, output)))
-    except datasets.DatasetError as exc:
-        _fail(str(exc))
+    click.echo(str(_client().dataset_pull(name, project, output)))
 
 
 @main.command()
@@ -322,15 +308,9 @@ def data_pull(name: str, project: str, output: Path) -> None:
               show_default=True, help="Directory to download into.")
 def artifacts(job_id: str, name: str | None, output: Path) -> None:
     """List a Job's artifacts (e.g. model weights), or download them with --get."""
-    from mlqueue import artifacts as job_artifacts
-    from mlqueue import orders
-
-    get_settings().require_urls()
-    try:
-        full_id = orders.get(job_id)["jobId"]
-    except orders.OrderError as exc:
-        _fail(str(exc))
-    found = job_artifacts.for_job(full_id)
+    client = _client()
+    listed = client.artifacts(job_id)
+    full_id, found = listed["jobId"], listed["artifacts"]
     if not name:
         click.echo(tables.table(found, ["name", "size", "fileId", "sha256"]))
         return
@@ -339,7 +319,7 @@ def artifacts(job_id: str, name: str | None, output: Path) -> None:
         _fail(f"job {full_id} has no artifact {name!r}; it has: {', '.join(a['name'] for a in found) or 'none'}")
     output.mkdir(parents=True, exist_ok=True)
     for item in chosen:
-        click.echo(str(job_artifacts.download(item["fileId"], output)))
+        click.echo(str(client.artifact_download(item["fileId"], output)))
 
 
 @main.group("scripts")
@@ -352,13 +332,7 @@ def scripts_group() -> None:
 @click.option("--name", default=None, help="Name Jobs use in scriptName (default: file stem or folder name).")
 def scripts_push(path: Path, name: str | None) -> None:
     """Store a script file or folder (with main.py) in the HQ; workers fetch it by content hash."""
-    from mlqueue import scripts
-
-    get_settings().require_urls()
-    try:
-        meta = scripts.push(path, name)
-    except scripts.ScriptNotFound as exc:
-        _fail(str(exc))
+    meta = _client().script_push(path, name)
     click.echo(f"pushed {meta['name']} ({meta['kind']}, entry {meta['entry']})  sha256 {meta['sha256'][:12]}  "
                f"- use \"scriptName\": \"{meta['name']}\" (pin with \"scriptHash\": \"{meta['sha256'][:12]}\")")
 
@@ -367,9 +341,7 @@ def scripts_push(path: Path, name: str | None) -> None:
 @click.option("--format", "fmt", type=click.Choice(tables.FORMATS), default="table", show_default=True)
 def scripts_ls(fmt: str) -> None:
     """List the scripts a Job may name (pushed ones override built-in files of the same name)."""
-    from mlqueue import scripts
-
-    rows = scripts.available()
+    rows = _client().scripts()
     columns = ["name", "source", "kind", "sha256"]
     click.echo(tables.to_json(rows) if fmt == "json" else
                tables.to_csv(rows, columns) if fmt == "csv" else tables.table(rows, columns, max_width=14))

@@ -14,12 +14,13 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Protocol
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 import httpx
 
-from mlqueue import orders, service
+from mlqueue import names, orders, service
 from mlqueue.errors import MlqueueError
 from mlqueue.settings import Settings, get_settings
 
@@ -52,6 +53,19 @@ class Client(Protocol):
     def invite(self) -> dict[str, Any]: ...
     def machines(self) -> list[dict[str, Any]]: ...
     def remove_machine(self, name: str) -> dict[str, Any]: ...
+
+    def datasets(self, project: str | None = None) -> list[dict[str, Any]]: ...
+    def dataset_push(self, path: Path, project: str = "default", name: str | None = None) -> dict[str, Any]: ...
+    def dataset_pull(self, name: str, project: str = "default", output: Path = Path(".")) -> Path: ...
+    def scripts(self) -> list[dict[str, Any]]: ...
+    def script_push(self, path: Path, name: str | None = None) -> dict[str, Any]: ...
+    def artifacts(self, job_id: str) -> dict[str, Any]: ...
+    def artifact_download(self, file_id: str, output: Path = Path(".")) -> Path: ...
+    def sweeps(self) -> list[dict[str, Any]]: ...
+    def sweep_start(self, text: str, where: str = "sweep") -> dict[str, Any]: ...
+    def sweep_status(self, sweep_id: str | None = None, trials: bool = False) -> dict[str, Any]: ...
+    def sweep_best(self, sweep_id: str | None = None) -> dict[str, Any]: ...
+    def sweep_stop(self, sweep_id: str) -> dict[str, Any]: ...
 
 
 def connect(hq_url: str | None = None, token: str | None = None, settings: Settings | None = None) -> Client:
@@ -142,6 +156,56 @@ class LocalClient:
         with _reported():
             return service.remove_machine(name, self.settings)
 
+    # ------------------------------------------------------------ data, scripts, artifacts, sweeps
+
+    def datasets(self, project: str | None = None) -> list[dict[str, Any]]:
+        with _reported():
+            return service.datasets_list(self.settings, project)
+
+    def dataset_push(self, path: Path, project: str = "default", name: str | None = None) -> dict[str, Any]:
+        with _reported():
+            return service.dataset_push(Path(path), project, name, self.settings)
+
+    def dataset_pull(self, name: str, project: str = "default", output: Path = Path(".")) -> Path:
+        with _reported():
+            return service.dataset_pull(project, name, Path(output), self.settings)
+
+    def scripts(self) -> list[dict[str, Any]]:
+        with _reported():  # built-in scripts are listed even with no store configured
+            return service.scripts_list(self._settings or get_settings())
+
+    def script_push(self, path: Path, name: str | None = None) -> dict[str, Any]:
+        with _reported():
+            return service.script_push(Path(path), name, self.settings)
+
+    def artifacts(self, job_id: str) -> dict[str, Any]:
+        with _reported():
+            return service.artifacts_of(job_id, self.settings)
+
+    def artifact_download(self, file_id: str, output: Path = Path(".")) -> Path:
+        with _reported():
+            return service.artifact_download(file_id, Path(output), self.settings)
+
+    def sweeps(self) -> list[dict[str, Any]]:
+        with _reported():
+            return service.sweeps_list(self.settings)
+
+    def sweep_start(self, text: str, where: str = "sweep") -> dict[str, Any]:
+        with _reported():
+            return service.sweep_start(text, where, _by(), self.settings)
+
+    def sweep_status(self, sweep_id: str | None = None, trials: bool = False) -> dict[str, Any]:
+        with _reported():
+            return service.sweep_status(sweep_id, self.settings, trials=trials)
+
+    def sweep_best(self, sweep_id: str | None = None) -> dict[str, Any]:
+        with _reported():
+            return service.sweep_best(sweep_id, self.settings)
+
+    def sweep_stop(self, sweep_id: str) -> dict[str, Any]:
+        with _reported():
+            return service.sweep_stop(sweep_id, _by(), self.settings)
+
 
 @contextmanager
 def _reported() -> Iterator[None]:
@@ -172,15 +236,23 @@ class HttpClient:
         try:
             response = self.http.request(method, path, **kwargs)
         except httpx.HTTPError as exc:
-            raise ClientError(f"cannot reach the HQ at {self.url} ({type(exc).__name__}: {exc}); is "
-                              "`mlqueue hq` running there, and is its port open to this machine?") from None
+            raise self._unreachable(exc) from None
         if response.status_code >= 400:
-            try:
-                message = response.json().get("error") or response.text
-            except ValueError:
-                message = response.text or response.reason_phrase
-            raise ClientError(f"{message} (HTTP {response.status_code})", response.status_code)
+            self._refused(response)
         return revive(response.json())
+
+    def _unreachable(self, exc: Exception) -> ClientError:
+        return ClientError(f"cannot reach the HQ at {self.url} ({type(exc).__name__}: {exc}); is "
+                           "`mlqueue hq` running there, and is its port open to this machine?")
+
+    @staticmethod
+    def _refused(response: httpx.Response) -> None:
+        """Raise the API's own message for an error response."""
+        try:
+            message = response.json().get("error") or response.text
+        except ValueError:
+            message = response.text or response.reason_phrase
+        raise ClientError(f"{message} (HTTP {response.status_code})", response.status_code)
 
     def _pages(self, path: str, params: dict[str, Any], limit: int | None) -> list[dict[str, Any]]:
         """Follow a listing's pages until it ends or ``limit`` rows are in."""
@@ -283,6 +355,83 @@ class HttpClient:
     def remove_machine(self, name: str) -> dict[str, Any]:
         return self.call("POST", f"/machines/{quote(name, safe='')}/remove")
 
+    # ------------------------------------------------------------ data, scripts, artifacts, sweeps
+
+    def download(self, path: str, output: Path, default_name: str) -> Path:
+        """GET a file route into ``output`` (a file, or a directory to put it in under its own name)."""
+        output = Path(output)
+        try:
+            with self.http.stream("GET", path) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    self._refused(response)
+                name = _attachment_name(response.headers.get("content-disposition")) or default_name
+                target = output / names.file_name(name, "downloaded file name") if output.is_dir() else output
+                with open(target, "wb") as fh:
+                    for chunk in response.iter_bytes():
+                        fh.write(chunk)
+        except httpx.HTTPError as exc:
+            raise self._unreachable(exc) from None
+        except names.UnsafeName as exc:
+            raise ClientError(f"the HQ sent an unsafe file name ({exc}); nothing was written") from None
+        return target
+
+    def datasets(self, project: str | None = None) -> list[dict[str, Any]]:
+        return self._pages("/datasets", {"project": project} if project else {}, None)
+
+    def dataset_push(self, path: Path, project: str = "default", name: str | None = None) -> dict[str, Any]:
+        path = Path(path)
+        if not path.is_file():
+            raise ClientError(f"{path}: no such file", 404)
+        with open(path, "rb") as fh:
+            return self.call("POST", "/datasets", params={"project": project, "name": name or path.name},
+                             content=fh, headers={"Content-Type": "application/octet-stream"})
+
+    def dataset_pull(self, name: str, project: str = "default", output: Path = Path(".")) -> Path:
+        return self.download(f"/datasets/{quote(project, safe='')}/{quote(name, safe='')}", output, name)
+
+    def scripts(self) -> list[dict[str, Any]]:
+        return [{k: v for k, v in s.items() if k != "run"} for s in self.call("GET", "/scripts")]
+
+    def script_push(self, path: Path, name: str | None = None) -> dict[str, Any]:
+        """A file is sent as it is; a folder as the same deterministic zip ``scripts.push`` makes."""
+        from mlqueue import scripts
+
+        path = Path(path)
+        if path.is_dir():
+            try:
+                _, payload = scripts.bundle_of(path)
+            except scripts.ScriptNotFound as exc:
+                raise ClientError(str(exc), 404) from None
+            params = {"folder": path.name}
+        elif path.is_file():
+            payload, params = path.read_bytes(), {"filename": path.name}
+        else:
+            raise ClientError(f"{path}: no such file or folder", 404)
+        return self.call("POST", "/scripts", params={**params, **({"name": name} if name else {})},
+                         content=payload, headers={"Content-Type": "application/octet-stream"})
+
+    def artifacts(self, job_id: str) -> dict[str, Any]:
+        return self.call("GET", f"/jobs/{job_id}/artifacts")
+
+    def artifact_download(self, file_id: str, output: Path = Path(".")) -> Path:
+        return self.download(f"/artifacts/{file_id}", output, file_id)
+
+    def sweeps(self) -> list[dict[str, Any]]:
+        return self.call("GET", "/sweeps")
+
+    def sweep_start(self, text: str, where: str = "sweep") -> dict[str, Any]:
+        return self.call("POST", "/sweeps", json={"text": text, "where": where})
+
+    def sweep_status(self, sweep_id: str | None = None, trials: bool = False) -> dict[str, Any]:
+        return self.call("GET", f"/sweeps/{sweep_id or 'latest'}", params={"trials": trials})
+
+    def sweep_best(self, sweep_id: str | None = None) -> dict[str, Any]:
+        return self.call("GET", f"/sweeps/{sweep_id or 'latest'}/best")
+
+    def sweep_stop(self, sweep_id: str) -> dict[str, Any]:
+        return self.call("POST", f"/sweeps/{sweep_id}/stop")
+
 
 def rank(rows: list[dict[str, Any]], sort: str, descending: bool) -> list[dict[str, Any]]:
     """Best first, as ``outcomes.results`` ranks: rows with a numeric ``sort`` in order, the rest newest first."""
@@ -309,3 +458,10 @@ def revive(value: Any) -> Any:
     if isinstance(value, str) and ISO_UTC.match(value):
         return datetime.fromisoformat(value)
     return value
+
+
+def _attachment_name(disposition: str | None) -> str | None:
+    """The file name in a ``Content-Disposition: attachment; filename*=UTF-8''NAME`` header."""
+    if disposition and "filename*=UTF-8''" in disposition:
+        return unquote(disposition.split("filename*=UTF-8''", 1)[1].split(";", 1)[0])
+    return None

@@ -206,6 +206,11 @@ def push(path: Path, name: str | None = None, settings: Settings | None = None) 
     return meta
 
 
+def bundle_of(path: Path) -> tuple[str, bytes]:
+    """The deterministic zip ``push`` stores for a file or folder: (entry file, bytes). Clients send it over HTTP."""
+    return _zip_script(path)
+
+
 def _zip_script(path: Path) -> tuple[str, bytes]:
     """Zip a file or a folder deterministically (same content, same hash); return (entry file, bytes)."""
     if path.is_file():

@@ -18,8 +18,11 @@ To add a use case:
 
 from __future__ import annotations
 
+import os
+import time
 from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from bson import ObjectId
@@ -294,3 +297,147 @@ def remove_machine(name: str, settings: Settings) -> dict[str, Any]:
     from mlqueue import machines
 
     return machines.revoke(name, settings)
+
+def dataset_push(path: Path, project: str, name: str | None, settings: Settings) -> dict[str, Any]:
+    """Store a file as dataset ``project/name`` (default: the file's name); same content stores nothing."""
+    from mlqueue import datasets
+
+    return datasets.push(path, project, name, settings=settings)
+
+
+def dataset_file(project: str, name: str, settings: Settings) -> tuple[dict[str, Any], Iterator[bytes]]:
+    """A dataset's newest version: its description and its bytes, in chunks (``NotFound`` if absent)."""
+    from mlqueue import datasets
+
+    datasets.check_names(project, name)
+    meta = datasets.latest(project, name, settings)
+    if meta is None:
+        raise datasets.DatasetError(f"dataset {project}/{name} is not in the store (see `mlqueue data ls`)")
+    return meta, _chunks(store.bucket(datasets.BUCKET, settings).open_download_stream(ObjectId(meta["fileId"])))
+
+
+def dataset_pull(project: str, name: str, dest: Path, settings: Settings) -> Path:
+    """Write a dataset's newest version to ``dest`` (a file, or a directory to put it in under its name)."""
+    from mlqueue import datasets
+
+    return datasets.pull(project, name, dest, settings)
+
+
+def script_push(path: Path, name: str | None, settings: Settings) -> dict[str, Any]:
+    """Store a script file or folder as a bundle every worker fetches by hash; same content stored once."""
+    return scripts.push(path, name, settings)
+
+
+# --------------------------------------------------------------------------- artifacts
+
+
+def artifacts_of(job_id: str, settings: Settings) -> dict[str, Any]:
+    """The files a Job stored (model weights...): ``{"jobId": full id, "artifacts": [name, fileId, size...]}``."""
+    from mlqueue import artifacts
+
+    full_id = find_order(job_id, settings)["jobId"]
+    return {"jobId": full_id, "artifacts": artifacts.for_job(full_id, settings)}
+
+
+def artifact_file(file_id: str, settings: Settings) -> tuple[dict[str, Any], Iterator[bytes]]:
+    """One artifact: its description (name, size, sha256, jobId) and its bytes, in chunks."""
+    from mlqueue import artifacts
+
+    doc = store.db(settings)[f"{artifacts.BUCKET}.files"].find_one(
+        {"_id": ObjectId(file_id)}) if ObjectId.is_valid(file_id) else None
+    if doc is None:
+        raise artifacts.ArtifactError(f"no artifact with id {file_id!r}; `mlqueue artifacts JOB_ID` lists a job's")
+    meta = {**doc["metadata"], "fileId": str(doc["_id"]), "size": doc["length"]}
+    return meta, _chunks(store.bucket(artifacts.BUCKET, settings).open_download_stream(doc["_id"]))
+
+
+def artifact_download(file_id: str, dest: Path, settings: Settings) -> Path:
+    """Write an artifact into the directory ``dest`` under its own name (or to the file ``dest``)."""
+    from mlqueue import artifacts
+
+    return artifacts.download(file_id, dest, settings)
+
+
+def _chunks(stream: Any, size: int = 1 << 20) -> Iterator[bytes]:
+    try:
+        while chunk := stream.read(size):
+            yield chunk
+    finally:
+        stream.close()
+
+
+# --------------------------------------------------------------------------- sweeps
+
+
+def sweep_start(text: str, where: str, by: str, settings: Settings) -> dict[str, Any]:
+    """Check a sweep file's text (``InvalidInput`` naming line and column) and store the sweep.
+
+    The HQ's driver asks for trials from its next step. Returns ``sweepId``, ``name`` and ``maxTrials``.
+    """
+    from mlqueue import sweep_driver, sweeps
+
+    spec = sweeps.parse_text(text, where, settings)
+    sweep_id = sweep_driver.create(spec, text, where, by=by, settings=settings)
+    return {"sweepId": sweep_id, "name": spec.name, "maxTrials": spec.max_trials}
+
+
+def sweep_id_or_latest(sweep_id: str | None, settings: Settings) -> str:
+    """The sweep named (id or prefix), or the newest one when none is named; ``NotFound`` if there is none."""
+    from mlqueue import sweep_driver
+
+    if sweep_id:
+        return str(sweep_driver.get(sweep_id, settings)["_id"])
+    rows = sweep_driver.listing(settings)
+    if not rows:
+        raise sweep_driver.SweepNotFound("there is no sweep yet: start one with `mlqueue sweep FILE` "
+                                         "(e.g. tasks/toy_sweep.yaml)")
+    return str(rows[0]["sweepId"])
+
+
+def sweep_status(sweep_id: str | None, settings: Settings, trials: bool = False) -> dict[str, Any]:
+    """Trials by state, best so far, wall and machine time, machines used; ``trialList`` with ``trials``."""
+    from mlqueue import sweep_driver
+
+    report = sweep_driver.status(sweep_id_or_latest(sweep_id, settings), settings)
+    if trials:
+        report["trialList"] = sweep_driver.trials(report["sweepId"], settings)
+    return report
+
+
+def sweep_best(sweep_id: str | None, settings: Settings) -> dict[str, Any]:
+    """``{"sweepId", "job": the best trial's Job ready to submit, or None, "trial": its record}``."""
+    from mlqueue import sweep_driver
+
+    sid = sweep_id_or_latest(sweep_id, settings)
+    found = sweep_driver.best_job(sid, settings)
+    job, record = found if found else (None, None)
+    return {"sweepId": sid, "job": job, "trial": record}
+
+
+def sweep_stop(sweep_id: str, by: str, settings: Settings, settle_seconds: float = 10.0) -> dict[str, Any]:
+    """Stop a sweep: no new trials, unfinished ones cancelled, finished ones kept. ``{"sweepId", "state"}``.
+
+    Closes the sweep itself within ``settle_seconds`` unless another driver (the HQ's) holds it.
+    """
+    from mlqueue import sweep_driver
+
+    doc = sweep_driver.request_stop(sweep_id, by=by, settings=settings)
+    sid = str(doc["_id"])
+    driver = sweep_driver.Driver(owner=f"stop:{by}:{os.getpid()}", settings=settings, sweep_ids=[sid])
+    deadline = time.monotonic() + settle_seconds
+    try:
+        while doc["state"] not in sweep_driver.FINAL and time.monotonic() < deadline:
+            if not driver.step().get("sweeps"):
+                break   # another driver (the HQ) holds the sweep and will close it
+            doc = sweep_driver.get(sid, settings)
+            time.sleep(0.2)
+    finally:
+        driver.release()
+    return {"sweepId": sid, "state": doc["state"]}
+
+
+def sweeps_list(settings: Settings) -> list[dict[str, Any]]:
+    """All sweeps, newest first: id, name, state, method, trials told, budget, best value."""
+    from mlqueue import sweep_driver
+
+    return sweep_driver.listing(settings)

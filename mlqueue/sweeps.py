@@ -55,6 +55,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, Strict, StrictBool, StrictInt, ValidationError
 
 from mlqueue import jobs, scripts
+from mlqueue.errors import InvalidInput
 from mlqueue.settings import Settings, get_settings
 
 Loc = tuple[str | int, ...]
@@ -79,7 +80,7 @@ PRIMITIVE = (str, int, float, bool, type(None))
 Number = Annotated[float, Strict()]
 
 
-class SweepError(ValueError):
+class SweepError(InvalidInput):
     """A sweep file was refused; one line per problem, each with ``file:line:column``."""
 
     def __init__(self, where: str, problems: list[str]) -> None:

@@ -1,7 +1,8 @@
 """``mlqueue sweep``: start a sweep from a file, watch it, take its best Job, stop it.
 
 ``mlqueue sweep FILE`` is short for ``mlqueue sweep start FILE`` (a group whose first argument is not
-one of its commands is read as a file), so the everyday command stays the short one.
+one of its commands is read as a file), so the everyday command stays the short one. Every command
+goes through the client, so with ``--hq URL --token T`` none needs the store (the HQ drives the sweep).
 """
 
 from __future__ import annotations
@@ -15,8 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import click
-
-from mlqueue.settings import get_settings
 
 
 def _fail(message: str, code: int = 2) -> None:
@@ -59,23 +58,21 @@ def sweep() -> None:
 @click.option("--check", is_flag=True, help="Only check the file and show the space; queue nothing.")
 def start(file: Path, wait: bool, timeout: float | None, check: bool) -> None:
     """Check FILE, store the sweep and print its id; trials start at the driver's next step."""
-    from mlqueue import jobs, sweep_driver, sweeps
+    from mlqueue import sweeps
 
-    try:
-        spec, text = sweeps.parse_file(file)
-    except sweeps.SweepError as exc:
-        _fail(str(exc))
     if check:
+        try:
+            spec, _ = sweeps.parse_file(file)
+        except sweeps.SweepError as exc:
+            _fail(str(exc))
         _describe(spec)
         return
-    get_settings().require_urls()
-    try:
-        sweep_id = sweep_driver.create(spec, text, str(file), by=f"cli@{os.uname().nodename}")
-    except jobs.JobError as exc:
-        _fail(f"{file}: {exc}")
-    click.echo(sweep_id)
+    if not file.is_file():
+        _fail(str(sweeps.SweepError(str(file), [f"{file}: no such file"])))
+    started = _client().sweep_start(file.read_text(), str(file))
+    click.echo(started["sweepId"])
     if wait:
-        _drive_and_wait(sweep_id, spec.max_trials, timeout)
+        _drive_and_wait(started["sweepId"], started.get("maxTrials"), timeout)
 
 
 def _describe(spec: Any) -> None:
@@ -97,26 +94,40 @@ def _describe_entries(entries: Any, indent: str) -> None:
             _describe_entries(entry.each, indent + "    ")
 
 
+def _client() -> Any:
+    from mlqueue.cli import _client as client_of_this_command
+
+    return client_of_this_command()
+
+
+def _local() -> bool:
+    """True when this command talks to the store itself (no ``--hq``): then it can drive a sweep too."""
+    return not click.get_current_context().find_root().params.get("hq_url")
+
+
 def _drive_and_wait(sweep_id: str, total: int | None, timeout: float | None) -> None:
-    """Run a driver for this sweep in a thread; show finished trials until the sweep ends."""
+    """Show finished trials until the sweep ends; without ``--hq``, also drive it from a thread here."""
     from mlqueue import sweep_driver
 
+    client = _client()
     stop = threading.Event()
-    driver = sweep_driver.Driver(owner=f"cli@{os.uname().nodename}:{os.getpid()}", sweep_ids=[sweep_id])
-    thread = threading.Thread(target=driver.run_forever, args=(stop,), name="mlqueue-sweep-driver", daemon=True)
-    thread.start()
+    thread = None
+    if _local():
+        driver = sweep_driver.Driver(owner=f"cli@{os.uname().nodename}:{os.getpid()}", sweep_ids=[sweep_id])
+        thread = threading.Thread(target=driver.run_forever, args=(stop,), name="mlqueue-sweep-driver", daemon=True)
+        thread.start()
     started = time.monotonic()
     shown = 0
     try:
         with click.progressbar(length=total or 0, label="trials finished", show_pos=True, file=sys.stderr,
                                item_show_func=lambda best: best) as bar:
             while True:
-                doc = sweep_driver.get(sweep_id)
-                told = doc.get("toldCount", 0)
-                best = (doc.get("best") or {}).get("value")
+                report = client.sweep_status(sweep_id)
+                told = report.get("told", 0)
+                best = (report.get("best") or {}).get("value")
                 bar.update(told - shown, f"best {best:.6g}" if best is not None else None)
                 shown = told
-                if doc["state"] in sweep_driver.FINAL:
+                if report["state"] in sweep_driver.FINAL:
                     break
                 if timeout is not None and time.monotonic() - started > timeout:
                     _fail(f"gave up waiting after {timeout:g}s; the sweep goes on (`mlqueue sweep status "
@@ -128,8 +139,9 @@ def _drive_and_wait(sweep_id: str, total: int | None, timeout: float | None) -> 
         sys.exit(130)
     finally:
         stop.set()
-        thread.join(10)
-    report = sweep_driver.status(sweep_id)
+        if thread is not None:
+            thread.join(10)
+    report = client.sweep_status(sweep_id)
     _print_status(report)
     if not report.get("best"):
         sys.exit(1)
@@ -139,9 +151,7 @@ def _chosen(sweep_id: str | None) -> str:
     """The sweep asked for, else the newest one (said on stderr, so stdout stays clean for JSON)."""
     if sweep_id:
         return sweep_id
-    from mlqueue import sweep_driver
-
-    rows = sweep_driver.listing()
+    rows = _client().sweeps()
     if not rows:
         _fail("there is no sweep yet: start one with `mlqueue sweep FILE` (e.g. tasks/toy_sweep.yaml)")
     click.echo(f"(the latest sweep, {rows[0].get('name')}; `mlqueue sweep list` shows all {len(rows)})", err=True)
@@ -153,16 +163,10 @@ def _chosen(sweep_id: str | None) -> str:
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
 def status(sweep_id: str | None, fmt: str) -> None:
     """Trials by state, best so far, wall time, machine time and the machines used."""
-    from mlqueue import sweep_driver, tables
+    from mlqueue import tables
 
-    get_settings().require_urls()
-    sweep_id = _chosen(sweep_id)
-    try:
-        report = sweep_driver.status(sweep_id)
-    except sweep_driver.SweepNotFound as exc:
-        _fail(str(exc))
+    report = _client().sweep_status(_chosen(sweep_id), trials=fmt == "json")
     if fmt == "json":
-        report["trialList"] = sweep_driver.trials(report["sweepId"])
         click.echo(tables.to_json(report))
         return
     _print_status(report)
@@ -203,17 +207,11 @@ def _short(value: Any) -> str:
               help="Write the Job to this file (default: print it).")
 def best(sweep_id: str | None, output: Path | None) -> None:
     """The best trial's Job as JSON, ready for `mlqueue submit` (sweep bookkeeping removed)."""
-    from mlqueue import sweep_driver
-
-    get_settings().require_urls()
-    sweep_id = _chosen(sweep_id)
-    try:
-        found = sweep_driver.best_job(sweep_id)
-    except sweep_driver.SweepNotFound as exc:
-        _fail(str(exc))
-    if found is None:
-        _fail(f"sweep {sweep_id} has no successful trial yet; see `mlqueue sweep status {sweep_id}`", code=1)
-    job, record = found
+    found = _client().sweep_best(_chosen(sweep_id))
+    job, record = found["job"], found["trial"]
+    if job is None:
+        _fail(f"sweep {found['sweepId']} has no successful trial yet; see `mlqueue sweep status "
+              f"{found['sweepId']}`", code=1)
     text = json.dumps(job, indent=2, default=str) + "\n"
     if output is None:
         click.echo(text, nl=False)
@@ -226,33 +224,17 @@ def best(sweep_id: str | None, output: Path | None) -> None:
 @click.argument("sweep_id")
 def stop(sweep_id: str) -> None:
     """Stop a sweep: no new trials; its unfinished trials are cancelled; finished ones are kept."""
-    from mlqueue import sweep_driver
-
-    get_settings().require_urls()
-    try:
-        doc = sweep_driver.request_stop(sweep_id, by=f"cli@{os.uname().nodename}")
-    except sweep_driver.SweepNotFound as exc:
-        _fail(str(exc))
-    driver = sweep_driver.Driver(owner=f"cli-stop@{os.uname().nodename}:{os.getpid()}",
-                                 sweep_ids=[str(doc["_id"])])
-    deadline = time.monotonic() + 10
-    while doc["state"] not in sweep_driver.FINAL and time.monotonic() < deadline:
-        if not driver.step().get("sweeps"):
-            break   # another driver (the HQ) holds the sweep and will close it
-        doc = sweep_driver.get(str(doc["_id"]))
-        time.sleep(0.2)
-    driver.release()
-    click.echo(f"sweep {doc['_id']} {doc['state']}")
+    stopped = _client().sweep_stop(sweep_id)
+    click.echo(f"sweep {stopped['sweepId']} {stopped['state']}")
 
 
 @sweep.command("list")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
 def list_sweeps(fmt: str) -> None:
     """All sweeps, newest first."""
-    from mlqueue import sweep_driver, tables
+    from mlqueue import tables
 
-    get_settings().require_urls()
-    rows = sweep_driver.listing()
+    rows = _client().sweeps()
     if fmt == "json":
         click.echo(tables.to_json(rows))
         return

@@ -5,10 +5,10 @@ the job lifecycle: each calls one use case in ``mlqueue.service``, which the CLI
 the dashboard call too, so HTTP and the CLI can never disagree about what a Job or a state means.
 
 Layout: one router module per resource (``jobs``, ``orders``, ``outcomes``, ``workers``, ``scripts``,
-``datasets``, ``health``), plus ``deps`` (settings dependency, paging, JSON), ``security`` (token gate,
-login, body cap) and ``problems`` (every error as ``{"error", "fields"}``). To add a resource: write
-``mlqueue/api/<resource>.py`` with ``router = APIRouter(tags=[...])`` whose routes call ``service``,
-and add it to ``ROUTERS`` below.
+``datasets``, ``artifacts``, ``sweeps``, ``health``), plus ``deps`` (settings dependency, paging, JSON),
+``security`` (token gate, login, body cap) and ``problems`` (every error as ``{"error", "fields"}``).
+To add a resource: write ``mlqueue/api/<resource>.py`` with ``router = APIRouter(tags=[...])`` whose
+routes call ``service``, and add it to ``ROUTERS`` below (one line).
 
 Security, because the seeds ran open to the house: see ``security``. CORS is granted only to the HQ's
 own origins.
@@ -28,6 +28,7 @@ from fastapi.security import APIKeyCookie, HTTPBearer
 
 from mlqueue import __version__, access
 from mlqueue.api import (
+    artifacts,
     datasets,
     health,
     jobs,
@@ -40,6 +41,7 @@ from mlqueue.api import (
     scripts,
     security,
     seeds,
+    sweeps,
     workers,
 )
 from mlqueue.api.deps import plain
@@ -55,7 +57,7 @@ log = logging.getLogger(__name__)
 
 ROUTERS: list[APIRouter] = [
     health.router, security.router, jobs.router, orders.router, outcomes.router, workers.router,
-    scripts.router, datasets.router,
+    scripts.router, datasets.router, artifacts.router, sweeps.router,
     seeds.router,  # the seeds' compatibility routes
     logs.router,  # live output
     machines.router,

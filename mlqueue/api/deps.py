@@ -8,19 +8,25 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterator
 from datetime import datetime
+from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 from bson import ObjectId
 from fastapi import Depends, HTTPException, Query, Request
+from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
+from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 
 from mlqueue.settings import Settings
 
 PAGE_DEFAULT, PAGE_MAX = 50, 1000
 FIELD_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$"
 ID_PATTERN = r"^[0-9a-fA-F]{4,24}$"
+BINARY_BODY = {"requestBody": {"required": True, "content": {"application/octet-stream": {
+    "schema": {"type": "string", "format": "binary"}}}}}
 
 
 async def settings_of(request: Request) -> Settings:
@@ -101,3 +107,21 @@ async def json_body(request: Request, default: Any = ...) -> Any:
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         where = f" at line {exc.lineno}, column {exc.colno}" if isinstance(exc, json.JSONDecodeError) else ""
         raise HTTPException(422, f"the body is not valid JSON{where}: send a JSON object") from None
+
+
+async def upload_to(request: Request, target: Path) -> Path:
+    """Stream the request body to the file ``target`` (uploads can be large: never held in memory)."""
+    with open(target, "wb") as fh:
+        async for chunk in request.stream():
+            if chunk:
+                await run_in_threadpool(fh.write, chunk)
+    return target
+
+
+def download(meta: dict[str, Any], chunks: Iterator[bytes], filename: str) -> StreamingResponse:
+    """A stored file as a download: its bytes streamed, its description in ``X-Mlqueue-*`` headers."""
+    headers = {"Content-Disposition": f"attachment; filename*=UTF-8''{quote(filename)}",
+               "X-Mlqueue-Sha256": str(meta.get("sha256") or "")}
+    if meta.get("size") is not None:
+        headers["Content-Length"] = str(meta["size"])
+    return StreamingResponse(iterate_in_threadpool(chunks), media_type="application/octet-stream", headers=headers)

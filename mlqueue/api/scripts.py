@@ -1,19 +1,23 @@
-"""``/scripts``: the scripts a Job may name, and running one as a micro-service."""
+"""``/scripts``: the scripts a Job may name, pushing one, and running one as a micro-service."""
 
 from __future__ import annotations
 
 import asyncio
+import tempfile
 import time
+import zipfile
+from pathlib import Path as FilePath
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from mlqueue import scripts, service
-from mlqueue.api.deps import SettingsDep, WhoDep, json_body, plain
+from mlqueue import names, scripts, service
+from mlqueue.api.deps import BINARY_BODY, SettingsDep, WhoDep, json_body, plain, upload_to
 from mlqueue.api.jobs import submit_body
 from mlqueue.api.problems import NOT_FOUND
+from mlqueue.errors import InvalidInput
 from mlqueue.settings import Settings
 
 router = APIRouter(tags=["scripts"])
@@ -24,6 +28,43 @@ MAX_WAIT_SECONDS = 600.0
 def list_scripts(settings: SettingsDep) -> list[dict[str, Any]]:
     """The scripts a Job may name (pushed bundles and built-ins), each callable at ``run``."""
     return plain([{**s, "run": f"/scripts/{s['name']}/run"} for s in service.scripts_list(settings)])
+
+
+@router.post("/scripts", status_code=201, openapi_extra=BINARY_BODY)
+async def push_script(request: Request, settings: SettingsDep,
+                      name: str | None = Query(None, pattern=scripts.NAME_RE.pattern, max_length=100,
+                                               description="the scriptName Jobs use (default: file or folder name)"),
+                      filename: str | None = Query(None, max_length=200, description="a single file: its name"),
+                      folder: str | None = Query(None, max_length=200,
+                                                 description="a folder: its name; the body is a zip of it")
+                      ) -> dict[str, Any]:
+    """Store a script (the raw file, or a zip of a folder with main.py) as a bundle every worker fetches."""
+    if (filename is None) == (folder is None):
+        raise InvalidInput("say what the body is: ?filename=train.py for one file, or ?folder=NAME for a zip "
+                           "of a folder; nothing was stored")
+    try:
+        base = names.file_name(filename or folder, "script file or folder name")
+    except names.UnsafeName as exc:
+        raise InvalidInput(f"{exc}; nothing was stored") from None
+    with tempfile.TemporaryDirectory(prefix="mlqueue-script-") as tmp:
+        received = await upload_to(request, FilePath(tmp) / (base if filename else "bundle.zip"))
+        if folder:
+            received = await run_in_threadpool(_unzip, received, FilePath(tmp) / "src" / base)
+        meta = await run_in_threadpool(service.script_push, received, name, settings)
+    return plain(meta)
+
+
+def _unzip(archive: FilePath, into: FilePath) -> FilePath:
+    """Unpack an uploaded folder, refusing entries that are absolute or climb out with ``..``."""
+    try:
+        with zipfile.ZipFile(archive) as zf:
+            for member in zf.namelist():
+                names.relative_path(member, "zip entry")
+            into.mkdir(parents=True)
+            zf.extractall(into)
+    except (zipfile.BadZipFile, names.UnsafeName) as exc:
+        raise InvalidInput(f"the uploaded folder is not a usable zip ({exc}); nothing was stored") from None
+    return into
 
 
 @router.post("/scripts/{name}/run",

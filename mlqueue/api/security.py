@@ -25,6 +25,8 @@ from mlqueue.api.problems import problem
 
 COOKIE = "mlqueue_token"
 MAX_BODY_BYTES = 10 * 1024 * 1024
+MAX_UPLOAD_BYTES = 4 * 1024 * 1024 * 1024  # datasets and script bundles are files, streamed to disk
+UPLOAD_PATHS = frozenset({"/datasets", "/scripts"})  # POST: an upload (see api/datasets.py, api/scripts.py)
 PUBLIC_PATHS = frozenset({"/health", "/login", "/machines/join"})  # join: the invite code is the key
 
 router = APIRouter()
@@ -119,20 +121,26 @@ def too_many(wait: float) -> Response:
 
 
 class BodyLimit:
-    """Refuse request bodies over ``limit`` bytes with 413, whether or not they declare their length."""
+    """Refuse request bodies over ``limit`` bytes with 413, whether or not they declare their length.
 
-    def __init__(self, app: ASGIApp, limit: int = MAX_BODY_BYTES) -> None:
+    Uploads (a POST to one of ``UPLOAD_PATHS``) may be up to ``upload_limit``: they go to disk, not memory.
+    """
+
+    def __init__(self, app: ASGIApp, limit: int = MAX_BODY_BYTES, upload_limit: int = MAX_UPLOAD_BYTES) -> None:
         self.app = app
         self.limit = limit
+        self.upload_limit = upload_limit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        too_big = problem(413, f"request body too large: the limit is {self.limit // (1024 * 1024)} MB; "
+        upload = scope.get("method") == "POST" and scope["path"] in UPLOAD_PATHS
+        limit = self.upload_limit if upload else self.limit
+        too_big = problem(413, f"request body too large: the limit is {limit // (1024 * 1024)} MB; "
                                "split the submission into several requests")
         declared = Headers(scope=scope).get("content-length")
-        if declared and declared.isdigit() and int(declared) > self.limit:
+        if declared and declared.isdigit() and int(declared) > limit:
             await too_big(scope, receive, send)
             return
         seen = 0
@@ -143,7 +151,7 @@ class BodyLimit:
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.limit:
+                if seen > limit:
                     raise _TooLarge
             return message
 
