@@ -151,7 +151,10 @@ def load_text(text: str, where: str) -> tuple[Any, dict[Loc, Position]]:
             json.loads(text)
         except json.JSONDecodeError as exc:
             raise SweepError(where, [f"{where}:{exc.lineno}:{exc.colno}: not valid JSON: {exc.msg}"]) from None
-    loader = yaml.SafeLoader(text)
+    try:
+        loader = yaml.SafeLoader(text)  # refuses control characters at once
+    except yaml.YAMLError as exc:
+        raise SweepError(where, [f"{where}: not valid YAML: {str(exc).splitlines()[0]}"]) from None
     try:
         node = loader.get_single_node()
         data = loader.construct_document(node) if node is not None else None
