@@ -301,12 +301,22 @@ class JobTable:
     # ------------------------------------------------------------------ questions the pages ask
 
     def _memo(self, frame: pd.DataFrame, name: str, compute: Any) -> Any:
-        """A value derived from one version of the table, computed once per version."""
-        if self._memos.get("frame") is not frame:
-            self._memos = {"frame": frame}
-        if name not in self._memos:
-            self._memos[name] = compute()
-        return self._memos[name]
+        """A value derived from one version of the table, computed once per version.
+
+        Page requests run in several threads, and a refresh may install a new version while one of them
+        is still computing for the old one: each version's values live in their own dict, taken once
+        here, so a value computed from an old version can never be stored as the new version's (it was:
+        row positions of a table read before some Jobs finished kept being served after, until the
+        table changed again, so finished Jobs stayed in the "unassigned" view).
+        """
+        memos = self._memos
+        if memos.get("frame") is not frame:
+            memos = {"frame": frame}
+            if frame is self._frame:  # an old version's values are computed for this caller only
+                self._memos = memos
+        if name not in memos:
+            memos[name] = compute()
+        return memos[name]
 
     def columns(self) -> list[tuple[str, str]]:
         """(column id, kind) for every column: Order columns, then ``outcome.*``, then ``job.*`` (most used first).
