@@ -298,6 +298,10 @@ def remove_machine(name: str, settings: Settings) -> dict[str, Any]:
 
     return machines.revoke(name, settings)
 
+
+# --------------------------------------------------------------------------- uploads and downloads
+
+
 def dataset_push(path: Path, project: str, name: str | None, settings: Settings) -> dict[str, Any]:
     """Store a file as dataset ``project/name`` (default: the file's name); same content stores nothing."""
     from mlqueue import datasets

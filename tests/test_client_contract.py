@@ -68,7 +68,8 @@ COVERED = {"submit", "states", "orders", "order", "cancel", "requeue", "results"
            "follow_log", "datasets", "dataset_push", "dataset_pull", "scripts", "script_push", "artifacts",
            "artifact_download", "sweeps", "sweep_start", "sweep_status", "sweep_best", "sweep_stop",
            "worker_command", "invite", "machines", "remove_machine"}
-# worker_command: tests/test_client.py, with a registered worker; invite, machines, remove_machine: tests/test_machines.py
+# Tested elsewhere: worker_command (tests/test_client.py, needs a registered worker);
+# invite, machines, remove_machine (tests/test_machines.py).
 
 
 def test_jobs_and_orders(client: Any) -> None:
