@@ -567,7 +567,7 @@ class Driver:
         reason = missing_objective(ctx.sweep.file.objective.field, outcome, record["trialNumber"])
         store.db(self.settings).sweeps.update_one(
             {"_id": ctx.doc["_id"], "state": RUNNING},
-            {"$set": {"state": STOPPING, "stopAs": STOPPED, "stopReason": reason, "lastError": reason}})
+            {"$set": {"state": STOPPING, "stopAs": STOPPED, "stopReason": reason}})
         log.warning("sweep %s: %s", ctx.id, reason)
         ctx.doc.update(state=STOPPING, stopAs=STOPPED)
 
