@@ -33,11 +33,13 @@ class Counter(monitoring.CommandListener):
     def __init__(self) -> None:
         self.counts: collections.Counter[str] = collections.Counter()
         self.micros: collections.Counter[str] = collections.Counter()
+        self.targets: collections.Counter[str] = collections.Counter()  # "find orders": how many
         self.on = False
 
     def started(self, event: monitoring.CommandStartedEvent) -> None:
         if self.on:
             self.counts[event.command_name] += 1
+            self.targets[f"{event.command_name} {event.command.get(event.command_name)}"] += 1
 
     def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
         if self.on:
@@ -81,10 +83,13 @@ def main() -> None:
             ids = orders.submit([job] * args.jobs, settings=settings)
             submit_s = time.perf_counter() - t
             submit_counts = dict(counter.counts)
+            submit_targets = dict(counter.targets)
+            counter.targets.clear()
             counter.counts.clear()
             counter.micros.clear()
             deliveries = {o["jobId"]: o["delivery"] for o in d.orders.find({"jobId": {"$in": ids}})}
             counter.counts.clear()
+            counter.targets.clear()
             counter.micros.clear()
             t = time.perf_counter()
             for job_id in ids:
@@ -100,8 +105,10 @@ def main() -> None:
         "jobs": n,
         "commit_ms": round(commit_ms, 2),
         "submit_commands_per_job": {k: round(v / n, 2) for k, v in sorted(submit_counts.items())},
+        "submit_commands_by_collection": {k: round(v / n, 2) for k, v in sorted(submit_targets.items())},
         "submit_ms_per_job": round(submit_s / n * 1000, 2),
         "worker_commands_per_job": per_job,
+        "worker_commands_by_collection": {k: round(v / n, 2) for k, v in sorted(counter.targets.items())},
         "worker_writes_per_job": round(sum(v for k, v in counter.counts.items() if k in WRITES) / n, 2),
         "worker_store_ms_per_job": round(sum(counter.micros.values()) / n / 1000, 2),
         "worker_ms_per_command": {k: round(counter.micros[k] / counter.counts[k] / 1000, 2)
