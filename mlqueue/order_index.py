@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import bisect
 import logging
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -110,7 +111,7 @@ class OrderIndex:
                 ids.append(job_id)
             else:
                 bisect.insort(ids, job_id)
-        rows[job_id] = tuple(doc.get(f) for f in FIELDS)
+        rows[job_id] = tuple(_shared(doc.get(f)) for f in FIELDS)
 
     def newest_first(self, where: dict[str, Any]) -> Iterator[str]:
         """Ids of the Orders matching ``where`` (as last read), newest first."""
@@ -138,6 +139,11 @@ class OrderIndex:
 
     def __len__(self) -> int:
         return len(self._ids)
+
+
+def _shared(value: Any) -> Any:
+    """One copy of each state, project, script, sweep and worker name, however many Orders repeat it."""
+    return sys.intern(value) if isinstance(value, str) else value
 
 
 def _test(value: Any) -> Any:
