@@ -30,6 +30,7 @@ from typing import Any
 
 import psutil
 
+from mlqueue.errors import InvalidInput
 from mlqueue.settings import Settings, get_settings
 
 # Distributions whose versions every worker publishes (others are probed when a requirement names them).
@@ -40,8 +41,8 @@ IMPORT_NAMES = {"scikit-learn": "sklearn", "opencv-python": "cv2", "pillow": "PI
 OS_NAMES = {"Linux": "linux", "Darwin": "macos", "Windows": "windows"}
 
 
-class CapabilitiesError(ValueError):
-    """``MLQUEUE_CAPABILITIES`` is not a JSON object."""
+class CapabilitiesError(InvalidInput):
+    """Raised when ``MLQUEUE_CAPABILITIES`` is not a JSON object."""
 
 
 def canonical(name: str) -> str:

@@ -19,7 +19,7 @@ from typing import Any
 from gridfs.errors import NoFile
 
 from mlqueue import names, store
-from mlqueue.errors import NotFound
+from mlqueue.errors import JobError, NotFound
 from mlqueue.settings import Settings, get_settings
 
 BUCKET = "datasets"
@@ -100,9 +100,7 @@ def listing(project: str | None = None, settings: Settings | None = None) -> lis
 
 
 def require(jobs: list[dict[str, Any]], settings: Settings | None = None) -> None:
-    """Refuse Jobs whose datasets are not in the store, before anything is queued."""
-    from mlqueue.jobs import JobError
-
+    """Refuse Jobs whose datasets are not in the store (``JobError``), before anything is queued."""
     missing = []
     for job in jobs:
         project = job.get("projectName", "default")

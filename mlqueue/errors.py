@@ -29,6 +29,14 @@ class InvalidInput(MlqueueError, ValueError):
     status = 422
 
 
+class JobError(InvalidInput):
+    """Raised when a Job is refused at submit (a field, its script's ``Params``, its data); nothing was stored.
+
+    Defined here, not in ``jobs``, so modules below ``jobs`` (``datasets``) can raise it; ``jobs.JobError``
+    is the same class.
+    """
+
+
 class NotFound(MlqueueError, LookupError):
     """Raised when a Job, Order, dataset, script, artifact or sweep named by the caller does not exist."""
 

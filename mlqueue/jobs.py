@@ -15,12 +15,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from mlqueue import requirements, scripts, seeds
-from mlqueue.errors import InvalidInput
+from mlqueue.errors import JobError
 from mlqueue.settings import Settings, get_settings
-
-
-class JobError(InvalidInput):
-    """A Job was refused; the message says what is wrong, where, and how to fix it."""
 
 
 class JobSpec(BaseModel):

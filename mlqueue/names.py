@@ -13,11 +13,13 @@ from __future__ import annotations
 import os
 from pathlib import Path, PurePosixPath
 
+from mlqueue.errors import InvalidInput
+
 MAX_NAME = 255
 
 
-class UnsafeName(ValueError):
-    """A name would lead outside the directory it belongs in; the message says what is allowed."""
+class UnsafeName(InvalidInput):
+    """Raised when a name would lead outside the directory it belongs in; the message says what is allowed."""
 
 
 def file_name(value: object, what: str = "name") -> str:

@@ -35,6 +35,7 @@ from bson import ObjectId
 from pymongo import ReturnDocument
 
 from mlqueue import environment, routing, speed, store
+from mlqueue.errors import NotFound
 from mlqueue.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -531,8 +532,9 @@ def _close(order: dict[str, Any], to: str, reason: str, message: str, by: str,
 # --------------------------------------------------------------------------- user actions
 
 
-class OrderError(LookupError):
-    """A user action names a Job that does not exist or cannot take that action."""
+class OrderError(NotFound):
+    """Raised when a user action names a Job that does not exist (or an ambiguous id prefix), or a Job that
+    cannot take that action (``service`` reports those as ``Conflict``)."""
 
 
 def get(job_id: str, settings: Settings | None = None) -> dict[str, Any]:

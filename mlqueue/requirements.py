@@ -23,13 +23,14 @@ from packaging.version import InvalidVersion, Version
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from mlqueue.capabilities import OS_NAMES, canonical
+from mlqueue.errors import InvalidInput
 
 OS_ALIASES = {"darwin": "macos", "mac": "macos", "osx": "macos", "win": "windows", "win32": "windows",
               **{k.lower(): v for k, v in OS_NAMES.items()}}
 
 
-class RequirementError(ValueError):
-    """A ``requires`` object (a Job's or a script's ``REQUIRES``) is not valid."""
+class RequirementError(InvalidInput):
+    """Raised when a ``requires`` object (a Job's or a script's ``REQUIRES``) is not valid."""
 
 
 class Requires(BaseModel):

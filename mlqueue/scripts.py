@@ -35,7 +35,7 @@ from types import ModuleType
 from typing import Any
 
 from mlqueue import names, seeds
-from mlqueue.errors import NotFound
+from mlqueue.errors import MlqueueError, NotFound
 from mlqueue.settings import Settings, get_settings
 
 NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*(\.py)?$")
@@ -281,8 +281,8 @@ def _materialize(bundle: dict[str, Any], settings: Settings) -> Script:
 # --------------------------------------------------------------------------- command-line scripts
 
 
-class ScriptOutputError(RuntimeError):
-    """A command-line script exited badly or did not print a JSON Outcome last."""
+class ScriptOutputError(MlqueueError, RuntimeError):
+    """Raised when a command-line script exited badly or did not print a JSON Outcome last."""
 
 
 class CommandLineScript:

@@ -16,6 +16,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from mlqueue.errors import InvalidInput
+
 NESTING = "jobParameters"
 EXECUTION = "execution"
 # Paths on the seeds' worker machine: meaningless on ours, where the worker fills them in for each run.
@@ -24,7 +26,7 @@ MACHINE_LOCAL = ("dataPath", "writePath", "dataPaths", "scriptsPath")
 SEEDS_BOOKKEEPING = ("callbackAddress", "assignmentId")
 
 
-class SeedsShapeError(ValueError):
+class SeedsShapeError(InvalidInput):
     """Raised when a Job uses the seeds' nesting with the wrong types (e.g. ``jobParameters`` not an object)."""
 
 

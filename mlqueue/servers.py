@@ -22,9 +22,11 @@ from urllib.parse import quote_plus
 import pymongo
 import redis
 
+from mlqueue.errors import Unreachable
 
-class ServerError(RuntimeError):
-    """An embedded server failed to start; the message points at its log."""
+
+class ServerError(Unreachable, RuntimeError):
+    """Raised when an embedded server (Redis, the store) failed to start; the message points at its log."""
 
 
 def free_port() -> int:

@@ -31,14 +31,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mlqueue.errors import MlqueueError
 from mlqueue.settings import PROJECT_ROOT
 
 SOURCE_FILES = ("setup.cfg", "pyproject.toml", "README.md")
 SOURCE_DIRS = ("mlqueue", "ml_scripts")
 
 
-class AddError(RuntimeError):
-    """A step of adding a machine failed; the message names the step and shows the target's output."""
+class AddError(MlqueueError, RuntimeError):
+    """Raised when a step of adding a machine failed; the message names the step and the target's output."""
 
 
 @dataclass(frozen=True)
