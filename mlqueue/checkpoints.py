@@ -1,6 +1,7 @@
 """A Job's last checkpoint, kept in the HQ store so an interrupted attempt resumes on any machine.
 
-A script saves with ``report(epoch=N, ..., checkpoint=PATH)`` (a file, or a folder that is zipped);
+A script saves with ``report(epoch=N, ..., checkpoint=PATH)`` (a file, or a folder that is zipped;
+a command-line script prints ``metric: epoch=N checkpoint=PATH``, see ``metric_lines``);
 the next attempt of the Job — on whichever worker takes it — gets the restored copy as ``resumeFrom``
 and its epoch as ``resumeEpoch``.
 

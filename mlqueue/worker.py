@@ -250,6 +250,8 @@ class Attempt:
                 orders.append_log(self.order, lines, self.settings)
                 for point in filter(None, (metric_lines.parse(ln["line"]) for ln in lines
                                            if ln["stream"] == "stdout")):
+                    if "checkpoint" in point and not self._printed_checkpoint(point):
+                        continue
                     if orders.record_metrics(self.order, json_safe(point), self.settings) == "ok":
                         self.last_metrics = point
             except store.TRANSIENT as exc:
@@ -283,6 +285,20 @@ class Attempt:
         self.last_metrics = metrics
         if answer == "stop":
             raise JobPruned("pruned")
+
+    def _printed_checkpoint(self, point: dict[str, Any]) -> bool:
+        """A printed ``checkpoint=PATH`` (command-line scripts): upload it if it lies in the Job's own
+        directory. True when the point has metrics left to record."""
+        path = point.pop("checkpoint")
+        try:
+            inside = names.inside(self.workspace.dir, str(path)) if self.workspace else None
+        except names.UnsafeName:
+            inside = None
+        if inside is None or not inside.exists():
+            log.warning("printed checkpoint %r ignored: not a file in the Job's directory", path)
+        else:
+            self._save_checkpoint(inside, point.get("epoch"))
+        return not set(point) <= {"epoch", "step"}
 
     def _save_checkpoint(self, path: str | Path, step: Any) -> None:
         resumed = (self.workspace.resumed or {}).get("step") if self.workspace else None

@@ -116,3 +116,21 @@ def test_a_resumed_sweep_trial_keeps_its_number_and_reports_each_epoch_to_the_st
     assert sorted(trial.intermediate_values) == list(range(1, 13))       # every epoch, once
     for step, loss in before.items():                                  # the first attempt's values stand
         assert trial.intermediate_values[step] == pytest.approx(loss)
+
+
+def test_a_command_line_script_checkpoints_by_printing_and_resumes_after_a_kill(farm: Farm) -> None:
+    from mlqueue import scripts
+
+    scripts.push(Path(__file__).parent / "scripts" / "checkpointing_cli.py", "ckcli", settings=farm.settings)
+    first = farm.start_worker("w1")
+    [job_id] = farm.submit({"scriptName": "ckcli", "epochs": 12, "sleepSeconds": 12, "maxAttempts": 1})
+    wait_for(lambda: (farm.order(job_id).get("checkpoint") or {}).get("step", 0) >= 5,
+             what="a printed checkpoint to be stored")
+    farm.kill_worker(first)
+    saved = farm.order(job_id)["checkpoint"]
+    farm.start_worker("w2")
+    order = farm.wait_final(job_id, timeout=120)
+    assert order["state"] == "succeeded" and order["attempts"] == 2, order["outcome"]
+    assert order["outcome"]["startEpoch"] >= saved["step"] + 1
+    assert order["outcome"]["resumed"].startswith("resumed from epoch")
+    assert all("checkpoint" not in m for m in order["metrics"])
