@@ -48,7 +48,7 @@ def prepare(job: dict[str, Any], order: dict[str, Any], workdir: Path, settings:
     """
     job["checkpointDir"] = str(workdir / "checkpoint")
     Path(job["checkpointDir"]).mkdir(parents=True, exist_ok=True)
-    restored = restore(order["jobId"], workdir / "resume", settings)
+    restored = restore(order["jobId"], workdir / "resume", settings, order)
     job["resumeFrom"] = restored["path"] if restored else None
     job["resumeEpoch"] = restored.get("step") if restored else None
     if restored:
@@ -92,12 +92,16 @@ def _remove_others(job_id: str, keep: Any, settings: Settings | None) -> None:
             pass
 
 
-def restore(job_id: str, into: Path, settings: Settings | None = None) -> dict[str, Any] | None:
+def restore(job_id: str, into: Path, settings: Settings | None = None,
+            order: dict[str, Any] | None = None) -> dict[str, Any] | None:
     """Fetch the Job's checkpoint into ``into``; its pointer plus ``path``, or None when there is none.
 
-    A file whose bytes do not match the pointer's hash is not used (the attempt starts from scratch).
+    ``order``: the Order as this attempt just claimed it (only a holding attempt moves the pointer, so
+    it is current), which spares a read. A file whose bytes do not match the pointer's hash is not used
+    (the attempt starts from scratch).
     """
-    order = store.db(settings).orders.find_one({"jobId": job_id}, {"checkpoint": 1})
+    if order is None:
+        order = store.db(settings).orders.find_one({"jobId": job_id}, {"checkpoint": 1})
     pointer = (order or {}).get("checkpoint")
     if not pointer:
         return None

@@ -200,6 +200,7 @@ class Attempt:
         self.log_lock = threading.Lock()
         self.flush_lock = threading.Lock()  # one flush at a time, so batches reach the store in order
         self.stop_reason: str | None = None
+        self.checkpointed = False
         self.last_metrics: dict[str, Any] = {}
         self.done = threading.Event()
         self.main_thread = threading.get_ident()
@@ -234,7 +235,8 @@ class Attempt:
             outcome = self.workspace.collect(outcome)
             if self.workspace.resumed:
                 outcome["resumed"] = checkpoints.describe(self.workspace.resumed, self.order["attempts"])
-        if orders.finish(self.order, state, outcome, why, self.settings) and state == orders.SUCCEEDED:
+        if orders.finish(self.order, state, outcome, why, self.settings) and state == orders.SUCCEEDED and \
+                (self.order.get("checkpoint") or self.checkpointed):  # a Job that kept none costs no lookup
             checkpoints.remove(self.order["jobId"], self.settings)
         return state
 
@@ -303,6 +305,7 @@ class Attempt:
     def _save_checkpoint(self, path: str | Path, step: Any) -> None:
         resumed = (self.workspace.resumed or {}).get("step") if self.workspace else None
         step = step if isinstance(step, int) and not isinstance(step, bool) else None
+        self.checkpointed = True  # even a failed upload may have left a file behind
         try:
             checkpoints.save(self.order, path, step, self.settings, resumed_step=resumed)
         except store.TRANSIENT as exc:  # a checkpoint is an optimisation: the Job goes on without it
