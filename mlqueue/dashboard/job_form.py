@@ -19,6 +19,7 @@ from dash import ALL, MATCH, Input, Output, State, dcc, html, no_update
 from dash import ctx as callback_ctx
 
 from mlqueue.dashboard.common import Ctx, message
+from mlqueue.errors import MlqueueError
 
 NOT_SWEPT_KINDS = {"string", "json"}
 NOT_SWEPT = {"projectName", "timeLimit", "maxAttempts", "seed"}
@@ -300,7 +301,7 @@ def register(ctx: Ctx, collect: Any) -> None:
         try:
             spec = sweeps.parse_text(text or "", "sweep from the form", ctx.settings)
             sweep_id = sweep_driver.create(spec, text or "", "dashboard form", by="dashboard", settings=ctx.settings)
-        except (sweeps.SweepError, jobs.JobError) as exc:
+        except (sweeps.SweepError, jobs.JobError, MlqueueError) as exc:  # a bad file, or a read-only token
             return html.Pre(str(exc), className="message error")
         link = dcc.Link(sweep_id, href=ctx.href(f"/sweep/{sweep_id}"), id="new-sweep-link")
         return html.Div(["Started sweep ", link, " (trials run as ordinary Jobs)."], className="message ok")

@@ -18,6 +18,7 @@ from dash import ALL, Input, Output, State, dcc, html, no_update
 from mlqueue import jobs, orders, outcomes, scripts, service
 from mlqueue.dashboard import job_form
 from mlqueue.dashboard.common import Ctx, message
+from mlqueue.errors import MlqueueError
 
 COMMON_FIELDS = ("projectName", "timeLimit", "maxAttempts")
 NOT_CLONED = {"scriptName", "sweepId", "trialNumber", "requeuedFrom"}  # a variant is not a sweep's trial
@@ -294,6 +295,8 @@ def register(ctx: Ctx) -> None:
             errors.update(by_field)
             note = message("The Job was refused; nothing was submitted. " + " ".join(general), "error")
             return answer("; ".join(extra), note)
+        except MlqueueError as exc:  # e.g. a read-only token: say so instead of failing the callback
+            return answer(result=message(f"{exc} Nothing was submitted.", "error"))
         link = dcc.Link(job_id, href=ctx.href(f"/job/{job_id}"), id="new-job-link")
         return answer(result=html.Div(["Submitted job ", link], className="message ok"))
 
