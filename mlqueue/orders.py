@@ -37,6 +37,7 @@ from pymongo import ReturnDocument
 from mlqueue import environment, routing, speed, store
 from mlqueue.errors import NotFound
 from mlqueue.settings import Settings, get_settings
+from mlqueue.store import jobs as job_store
 
 log = logging.getLogger(__name__)
 
@@ -578,9 +579,8 @@ def requeue(job_id: str, by: str = "cli", settings: Settings | None = None) -> s
 
     require_write("requeue Jobs")
     order = get(job_id, settings)
-    d = store.db(settings)
     if order["state"] in FINAL:
-        job = d.jobs.find_one({"_id": ObjectId(order["jobId"])})
+        job = job_store.get(order["jobId"], settings)
         # a requeued trial is a Job of its own: it must not count in (or confuse) its sweep's study
         copy = {k: v for k, v in job.items() if k not in ("_id", "createdDate", "sweepId", "trialNumber")}
         copy["requeuedFrom"] = order["jobId"]

@@ -15,6 +15,7 @@ from bson import ObjectId
 
 from mlqueue import order_index, orders, ranking, store, worker_control
 from mlqueue.settings import Settings, get_settings
+from mlqueue.store import jobs as job_store
 
 BOOKKEEPING = {"_id", "createdDate"}
 
@@ -270,7 +271,7 @@ def job_detail(job_id: str, settings: Settings | None = None) -> dict[str, Any]:
     """
     order = orders.get(job_id, settings)
     d = store.db(settings)
-    job = d.jobs.find_one({"_id": ObjectId(order["jobId"])}) if ObjectId.is_valid(order["jobId"]) else None
+    job = job_store.get(order["jobId"], settings)
     outcome = d.outcomes.find_one({"jobId": order["jobId"]}, {"_id": 0}) or order.get("outcome")
     fields = {k: v for k, v in (job or {}).items() if k not in BOOKKEEPING}
     return {"jobId": order["jobId"], "job": fields, "order": order, "outcome": outcome}

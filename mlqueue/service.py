@@ -26,12 +26,12 @@ from pathlib import Path
 from typing import Any
 
 from bson import ObjectId
-from bson.errors import InvalidId
 
 from mlqueue import house, jobs, live_log, orders, outcomes, scripts, store
 from mlqueue import script_versions as versions
 from mlqueue.errors import Conflict, NotFound
 from mlqueue.settings import Settings
+from mlqueue.store import jobs as job_store
 
 # --------------------------------------------------------------------------- Jobs and Orders
 
@@ -56,11 +56,7 @@ def find_order(job_id: str, settings: Settings) -> dict[str, Any]:
 
 def job(job_id: str, settings: Settings) -> dict[str, Any] | None:
     """The Job document as submitted (without ``_id``), or None."""
-    try:
-        oid = ObjectId(job_id)
-    except (InvalidId, TypeError):
-        return None
-    return store.db(settings).jobs.find_one({"_id": oid}, {"_id": 0})
+    return job_store.get(job_id, settings, {"_id": 0})
 
 
 def show(job_id: str, settings: Settings, metrics: int | None = None) -> dict[str, Any]:
@@ -115,10 +111,7 @@ def final_order(job_id: str, settings: Settings) -> dict[str, Any] | None:
 
 def stored_job(job_id: str, settings: Settings) -> dict[str, Any] | None:
     """The Job document exactly as stored, ``_id`` included (the seeds' clients read it), or None."""
-    try:
-        return store.db(settings).jobs.find_one({"_id": ObjectId(job_id)})
-    except (InvalidId, TypeError):
-        return None
+    return job_store.get(job_id, settings)
 
 
 def stored_documents(job_id: str, settings: Settings) -> dict[str, Any]:

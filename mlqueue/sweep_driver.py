@@ -40,6 +40,7 @@ from pymongo.errors import DuplicateKeyError
 from mlqueue import jobs, orders, store, sweeps
 from mlqueue.errors import NotFound
 from mlqueue.settings import Settings, get_settings
+from mlqueue.store import jobs as job_store
 
 log = logging.getLogger(__name__)
 
@@ -185,7 +186,7 @@ def best_job(sweep_id: str, settings: Settings | None = None) -> tuple[dict[str,
     best = doc.get("best")
     if not best:
         return None
-    job = store.db(settings).jobs.find_one({"_id": ObjectId(best["jobId"])}, {"_id": 0, "createdDate": 0})
+    job = job_store.get(best["jobId"], settings, {"_id": 0, "createdDate": 0})
     if job is None:
         return None
     for key in ("sweepId", "trialNumber"):

@@ -26,13 +26,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from bson import ObjectId
 from celery import signals
 
 from mlqueue import artifacts, checkpoints, datasets, metric_lines, names, orders, owner, routing, scripts, speed, store
 from mlqueue import capabilities as machine
 from mlqueue.celery_app import app
 from mlqueue.settings import Settings, get_settings
+from mlqueue.store import jobs as job_store
 
 log = logging.getLogger(__name__)
 TRACEBACK_LINES = 25
@@ -61,7 +61,7 @@ def execute(job_id: str, delivery: str, worker: str, settings: Settings | None =
     if placed := speed.destination(job_id, delivery, worker, settings):  # a faster machine would finish it sooner
         order, target, why = placed
         return "placed" if orders.reroute(order, {"placedOn": target}, why, worker, settings) else "ignored"
-    job = store.durable(lambda: store.db(settings).jobs.find_one({"_id": ObjectId(job_id)}), "read job", settings)
+    job = job_store.get(job_id, settings, durable=True)
     if job is None:
         log.warning("message for unknown job %s ignored", job_id)
         return "ignored"

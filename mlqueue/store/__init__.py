@@ -3,6 +3,9 @@
 Every process gets its own client (pymongo clients must not cross a fork: Celery's pool children
 are forked from the worker's main process). Writes that must not be lost go through ``durable``,
 which keeps retrying while the HQ's database is restarting.
+
+The package is where each collection gets its owner module (``store/jobs.py`` reads Jobs by id); new
+code reads a collection through its module instead of ``db(...).<collection>``.
 """
 
 from __future__ import annotations
