@@ -3,9 +3,9 @@
 The CLI (through ``client.LocalClient``), the HTTP API (``mlqueue/api/<resource>.py``) and the
 dashboard all call these functions, so "validate, then store" or "an Order with its Job" cannot drift
 apart between them. A use case takes plain arguments plus ``settings`` (and ``by``, who asks, when it
-changes something), returns plain data (dicts of store values; the API makes them JSON), and raises
-only ``mlqueue.errors`` (``InvalidInput`` 422, ``NotFound`` 404, ``Conflict`` 409), which every
-interface reports the same way. Nothing here knows about HTTP, click or Dash.
+changes something), returns plain data (dicts of store values, shaped as ``mlqueue.models`` describes;
+the API makes them JSON), and raises only ``mlqueue.errors`` (``InvalidInput`` 422, ``NotFound`` 404,
+``Conflict`` 409), which every interface reports the same way. Nothing here knows about HTTP, click or Dash.
 
 To add a use case:
   1. write ``def verb_noun(..., settings: Settings) -> ...`` here, calling the module that owns the
@@ -30,6 +30,7 @@ from bson import ObjectId
 from mlqueue import house, jobs, live_log, orders, outcomes, scripts, store
 from mlqueue import script_versions as versions
 from mlqueue.errors import Conflict, NotFound
+from mlqueue.models import Order
 from mlqueue.settings import Settings
 from mlqueue.store import jobs as job_store
 
@@ -46,7 +47,7 @@ def submit(documents: list[Any], by: str, settings: Settings, where: list[str] |
     return orders.submit(valid, by=by, settings=settings)
 
 
-def find_order(job_id: str, settings: Settings) -> dict[str, Any]:
+def find_order(job_id: str, settings: Settings) -> Order:
     """The Order of a Job, by full id or unique prefix; ``NotFound`` otherwise."""
     try:
         return orders.get(job_id, settings)
@@ -59,7 +60,7 @@ def job(job_id: str, settings: Settings) -> dict[str, Any] | None:
     return job_store.get(job_id, settings, {"_id": 0})
 
 
-def show(job_id: str, settings: Settings, metrics: int | None = None) -> dict[str, Any]:
+def show(job_id: str, settings: Settings, metrics: int | None = None) -> Order:
     """One Order (state, history, log, metrics, Outcome) with its Job under ``job``, and why it waits.
 
     ``metrics`` keeps only that many of the latest metric reports (None: all kept).
@@ -84,7 +85,7 @@ def states(job_ids: list[str], settings: Settings) -> dict[str, str]:
     return {o["jobId"]: o["state"] for o in found}
 
 
-def cancel(job_id: str, by: str, settings: Settings) -> dict[str, Any]:
+def cancel(job_id: str, by: str, settings: Settings) -> Order:
     """Cancel a Job that has not finished (``Conflict`` if it has); a running one stops within a heartbeat."""
     order = find_order(job_id, settings)
     try:
@@ -103,7 +104,7 @@ def requeue(job_id: str, by: str, settings: Settings) -> dict[str, str]:
     return {"jobId": new_id, "requeuedFrom": order["jobId"]}
 
 
-def final_order(job_id: str, settings: Settings) -> dict[str, Any] | None:
+def final_order(job_id: str, settings: Settings) -> Order | None:
     """The Order if it is final (without history and metrics), else None."""
     return store.db(settings).orders.find_one({"jobId": job_id, "state": {"$in": list(orders.FINAL)}},
                                                {"metrics": 0, "history": 0})
