@@ -120,7 +120,7 @@ def page(
     match = dict(match or {})
     if ranking.can_answer(match):
         ids = ranking.page_ids(settings, sort, match, job_ids, descending, offset, limit)
-        found = {o["jobId"]: o for o in d.outcomes.find({"jobId": {"$in": ids}}, {"_id": 0})} if ids else {}
+        found = {o["jobId"]: o for o in store.find_in(d.outcomes, "jobId", ids, {"_id": 0})}
         if len(found) < len(ids):
             ranking.forget(settings, [i for i in ids if i not in found])
         docs = [found[i] for i in ids if i in found]

@@ -21,7 +21,7 @@ import logging
 import math
 import threading
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -63,6 +63,7 @@ class Ranking:
         self.scored: list[tuple[float, str]] = []  # (value, jobId), ascending
         self.unscored: list[str] = []  # jobIds, ascending (newest last)
         self.attrs: dict[str, tuple[Any, ...]] = {}  # jobId -> FILTERABLE values
+        self.scored_with: Counter[tuple[int, Any]] = Counter()  # (FILTERABLE index, value) -> scored Outcomes
         self.newest: ObjectId | None = None
         self.settled: ObjectId | None = None  # newest _id known to have no late writes before it
         self.swept_at = 0.0
@@ -86,6 +87,7 @@ class Ranking:
                 unscored.append(job_id)
             else:
                 scored.append((value, job_id))
+                self.scored_with.update(_hashable(enumerate(self.attrs[job_id])))
         for target, new in ((self.scored, scored), (self.unscored, unscored)):
             if len(new) > 32:  # many at once (the first build): one sort beats many inserts
                 target.extend(new)
@@ -114,14 +116,18 @@ class Ranking:
     def forget(self, job_ids: Iterable[str]) -> None:
         """Drop Outcomes that are gone from the store (a database emptied by hand)."""
         for job_id in job_ids:
-            if self.attrs.pop(job_id, None) is None:
+            attrs = self.attrs.pop(job_id, None)
+            if attrs is None:
                 continue
+            if job_id not in self.unscored:
+                self.scored_with.subtract(_hashable(enumerate(attrs)))
             self.unscored = [j for j in self.unscored if j != job_id]
             self.scored = [e for e in self.scored if e[1] != job_id]
 
-    def _ordered(self, descending: bool) -> Iterator[str]:
-        ranked = reversed(self.scored) if descending else iter(self.scored)
-        yield from (job_id for _, job_id in ranked)
+    def _ordered(self, descending: bool, skip_scored: bool = False) -> Iterator[str]:
+        if not skip_scored:
+            ranked = reversed(self.scored) if descending else iter(self.scored)
+            yield from (job_id for _, job_id in ranked)
         yield from reversed(self.unscored)
 
     def slice(self, match: dict[str, Any], job_ids: set[str] | None, descending: bool, offset: int,
@@ -135,7 +141,9 @@ class Ranking:
             return head
         page: list[str] = []
         skipped = 0
-        for job_id in self._ordered(descending):
+        # e.g. state=failed when ranking by loss: no scored Outcome can match, so only the unscored are walked
+        none_scored = any(self.scored_with[item] <= 0 for item in _hashable(wanted))
+        for job_id in self._ordered(descending, skip_scored=none_scored):
             if job_ids is not None and job_id not in job_ids:
                 continue
             attrs = self.attrs[job_id]
@@ -148,6 +156,18 @@ class Ranking:
             if len(page) >= limit:
                 break
         return page
+
+
+def _hashable(pairs: Iterable[tuple[int, Any]]) -> list[tuple[int, Any]]:
+    """(index, value) pairs usable as counter keys (a value that is not hashable counts as its text)."""
+    out = []
+    for i, v in pairs:
+        try:
+            hash(v)
+        except TypeError:
+            v = repr(v)
+        out.append((i, v))
+    return out
 
 
 def _window(items: list[Any], offset: int, count: int, descending: bool) -> list[Any]:
