@@ -65,8 +65,16 @@ def app_for(settings: Settings) -> Celery:
 
 @signals.celeryd_init.connect
 def _refuse_without_hq(**_: Any) -> None:
-    """A worker with no HQ configured should say how to configure one, not hang on localhost."""
-    get_settings().require_urls()
+    """A worker with no HQ configured should say how to configure one, not hang on localhost.
+
+    This is the worker process's entry point, so a configuration error ends it here with its message.
+    """
+    from mlqueue.errors import ConfigError
+
+    try:
+        get_settings().require_urls()
+    except ConfigError as exc:
+        raise SystemExit(str(exc)) from None
     from mlqueue.machines import check_identity  # a home copied from another computer is refused
 
     check_identity(get_settings().home)

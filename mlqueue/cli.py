@@ -45,7 +45,19 @@ def _client() -> Any:
     return Reported()
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class _Reporting(click.Group):
+    """The ``mlqueue`` group: any mlqueue error below the CLI ends the command with its message (exit 2)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        from mlqueue.errors import MlqueueError
+
+        try:
+            return super().invoke(ctx)
+        except MlqueueError as exc:
+            _fail(str(exc))
+
+
+@click.group(cls=_Reporting, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option("--home", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="HQ home directory (data, logs, generated config). Default $MLQUEUE_HOME or ~/.mlqueue.")
 @click.version_option(package_name="mlqueue")

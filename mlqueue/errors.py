@@ -2,8 +2,9 @@
 
 Each carries ``status``, the HTTP-style code an interface reports it with (the API answers with it, the
 HTTP client raises it back, the CLI prints the message), so a caller can catch ``MlqueueError`` and
-know the message is written for a person: what is wrong, where, and what to do. Only the CLI turns an
-error into an exit code; nothing below it raises ``SystemExit``.
+know the message is written for a person: what is wrong, where, and what to do. Only a process's entry
+point turns an error into an exit code (the CLI's group, the worker's start-up check); library code
+raises these instead of ``SystemExit``.
 
 Module-specific errors (``jobs.JobError``, ``datasets.DatasetError``, ...) subclass the kind they are,
 so ``except NotFound`` catches a missing dataset, script or Job alike.

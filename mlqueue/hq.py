@@ -28,6 +28,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from mlqueue import order_index, orders, ranking, store
+from mlqueue.errors import ConfigError
 from mlqueue.joining import join_address, open_door
 from mlqueue.servers import MongoServer, RedisServer, die_with_parent, free_port, lan_address
 from mlqueue.settings import HOME_CONFIG_NAME, read_json_file, reload_settings
@@ -181,7 +182,7 @@ class HQ:
         deadline = time.monotonic() + 30
         while not self.api_server.started:
             if not self.api_thread.is_alive() or time.monotonic() > deadline:
-                raise SystemExit(f"the HTTP API could not listen on {self.bind}:{self.config['http_port']} "
+                raise ConfigError(f"the HTTP API could not listen on {self.bind}:{self.config['http_port']} "
                                  "(port taken?); choose another with `mlqueue hq --port N`")
             time.sleep(0.05)
 

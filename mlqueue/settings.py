@@ -17,6 +17,8 @@ from typing import Any
 from pydantic import Field
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from mlqueue.errors import ConfigError
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 HOME_CONFIG_NAME = "config.json"
 
@@ -67,9 +69,9 @@ def read_json_file(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
-        raise SystemExit(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno}); fix or delete the file") from exc
+        raise ConfigError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno}); fix or delete the file") from exc
     if not isinstance(data, dict):
-        raise SystemExit(f"{path}: must hold a JSON object of settings")
+        raise ConfigError(f"{path}: must hold a JSON object of settings")
     return data
 
 
@@ -177,9 +179,9 @@ class Settings(BaseSettings):
         return self.home / "logs"
 
     def require_urls(self) -> tuple[str, str]:
-        """Broker and store URLs, or an error that says how to get them."""
+        """Broker and store URLs, or ``ConfigError`` saying how to get them."""
         if not self.broker_url or not self.mongo_url:
-            raise SystemExit(
+            raise ConfigError(
                 f"mlqueue does not know where the HQ is: {self.home_config_path} does not exist and no "
                 "broker/mongo URL is set.\n"
                 "  - on the HQ machine: start it with `mlqueue hq`, or point at its home with\n"

@@ -11,6 +11,7 @@ from pydantic import BaseModel
 
 from mlqueue import __version__, service, store
 from mlqueue.api.deps import SettingsDep
+from mlqueue.errors import ConfigError
 from mlqueue.settings import Settings
 
 router = APIRouter(tags=["health"])
@@ -54,5 +55,5 @@ def _ping_mongo(settings: Settings) -> dict[str, Any]:
     try:
         store.client(settings).admin.command("ping")
         return {"ok": True}
-    except (store.TRANSIENT, SystemExit) as exc:
+    except (*store.TRANSIENT, ConfigError) as exc:
         return {"ok": False, "error": type(exc).__name__}
