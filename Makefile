@@ -37,6 +37,9 @@ screenshots: $(STAMP) /usr/bin/chromium ## retake docs/screenshots: every dashbo
 
 bench: $(STAMP) /usr/bin/chromium ## benchmarks (long); figures are printed and saved in bench/results/
 	$(PY) bench/throughput.py
+	$(PY) bench/store_ops.py
+	$(PY) bench/history_growth.py
+	$(PY) bench/idle_workers.py
 	$(PY) bench/nn_throughput.py
 	$(PY) bench/dataset_cache.py
 	$(PY) bench/live_log.py
