@@ -102,6 +102,11 @@ def run_once(placement: bool, unit: float, servers: tuple[Any, Any], tmp: Path) 
         makespan = max(o["finishedDate"].timestamp() for o in done) - started
         per_machine = {m: sum(1 for o in done if o["worker"].startswith(f"{m}@")) for m in MACHINES}
         placed = store.db(settings).orders.count_documents({"jobId": {"$in": ids}, "placedOn": {"$ne": None}})
+        if os.environ.get("BENCH_VERBOSE"):
+            for o in store.db(settings).orders.find({"jobId": {"$in": ids}}).sort("startedDate", 1):
+                print(f"    {o['epochs']:3} epochs  {o['worker']:12} {o['startedDate'].timestamp() - started:6.2f} -> "
+                      f"{o['finishedDate'].timestamp() - started:6.2f}  "
+                      f"{[e['why'][:60] for e in o['history'] if 'placed' in e['why'] or 'first' in e['why']]}")
     finally:
         stop_workers(workers)
         store.client(settings).drop_database(name)

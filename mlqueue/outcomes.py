@@ -269,7 +269,9 @@ def job_detail(job_id: str, settings: Settings | None = None) -> dict[str, Any]:
 
     Raises ``orders.OrderError`` for an unknown id; accepts a unique id prefix like the CLI.
     """
-    order = orders.get(job_id, settings)
+    from mlqueue import house
+
+    order = house.with_reason(orders.get(job_id, settings), settings)  # ``waiting``: why it is not running
     d = store.db(settings)
     job = job_store.get(order["jobId"], settings)
     outcome = d.outcomes.find_one({"jobId": order["jobId"]}, {"_id": 0}) or order.get("outcome")

@@ -206,3 +206,35 @@ def unstrand(settings: Settings) -> int:
             moved += orders.reroute(order, {"placedOn": None}, f"{order['placedOn']} went offline; back to its queue",
                                     "placement", settings) is not None
     return moved
+
+
+def _someone_slower(me: str, figs: dict[str, dict[str, dict[str, Any]]]) -> bool:
+    """Could Jobs have been placed on me? Only if some machine is measured slower than me on a script."""
+    mine = figs.get(me) or {}
+    return any(other != me and script in mine and _rate(mine[script]) < PASS_MARGIN * _rate(fig)
+               for other, scripts in figs.items() for script, fig in scripts.items())
+
+
+def placed_first(job_id: str, delivery: str, me: str, settings: Settings) -> tuple[str, str] | None:
+    """Jobs placed on me come before shared-queue ones: swap this delivery for my oldest placed Order.
+
+    The received Order goes back to its own queue (new delivery, so its message is stale). Without this
+    a fast worker alternates between its own queue and the shared one, and placed Jobs wait longer than
+    the placement assumed. Returns ``(jobId, delivery)`` to run instead, or None.
+    """
+    if not settings.placement or not _someone_slower(me, figures(settings)):
+        return None
+    d = store.db(settings)
+    mine = d.orders.find_one({"state": "unassigned", "placedOn": me}, {"jobId": 1, "delivery": 1},
+                             sort=[("updatedDate", 1)])
+    if not mine or mine["jobId"] == job_id:
+        return None
+    received = d.orders.find_one({"jobId": job_id, "delivery": delivery, "state": "unassigned"},
+                                 {"metrics": 0, "log": 0, "history": 0})
+    if not received or received.get("placedOn") or received.get("pinnedWorker"):
+        return None
+    from mlqueue import orders
+
+    if orders.reroute(received, {}, f"{me} runs the Job placed on it first; back to its queue", me, settings) is None:
+        return None
+    return mine["jobId"], mine["delivery"]

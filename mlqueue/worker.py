@@ -61,6 +61,8 @@ def execute(job_id: str, delivery: str, worker: str, settings: Settings | None =
     if placed := speed.destination(job_id, delivery, worker, settings):  # a faster machine would finish it sooner
         order, target, why = placed
         return "placed" if orders.reroute(order, {"placedOn": target}, why, worker, settings) else "ignored"
+    if swapped := speed.placed_first(job_id, delivery, worker, settings):  # my placed Jobs first
+        job_id, delivery = swapped
     job = job_store.get(job_id, settings, durable=True)
     if job is None:
         log.warning("message for unknown job %s ignored", job_id)

@@ -55,6 +55,11 @@ def test_a_gpu_job_waits_with_a_reason_then_runs_when_a_gpu_worker_joins(farm: F
     [group] = status["waiting"]
     assert group["requires"] == {"gpu": True} and group["jobs"] == 1 and "needs gpu" in group["reason"]
     assert status["workers"][0]["capabilities"]["gpus"] == []
+    from mlqueue import outcomes
+    from mlqueue.dashboard.job_page import order_summary
+
+    detail = outcomes.job_detail(job_id, farm.settings)  # what the dashboard's Job page shows
+    assert "needs gpu" in order_summary(detail["order"], None)["waiting"]
     table = farm.run_cli("status")
     assert table.returncode == 0 and "Machines:" in table.stdout, table.stderr
     assert "1 job(s), requires" in table.stdout and "needs gpu" in table.stdout

@@ -53,7 +53,8 @@ def order_summary(order: dict[str, Any], outcome: dict[str, Any] | None) -> dict
             "attempts": f"{order.get('attempts', 0)} of {order.get('maxAttempts')}",
             "created": order.get("createdDate"), "started": order.get("startedDate"),
             "finished": order.get("finishedDate"), "duration (s)": outcome.get("durationSeconds"),
-            "time limit (s)": order.get("timeLimit"), "script sha256": (order.get("script") or {}).get("sha256")}
+            "time limit (s)": order.get("timeLimit"), "script sha256": (order.get("script") or {}).get("sha256"),
+            **({"waiting": order["waiting"]} if order.get("waiting") else {})}
 
 
 def outcome_view(ctx: Ctx, job_id: str, outcome: dict[str, Any] | None) -> list[Any]:
