@@ -16,6 +16,7 @@ from bson import ObjectId
 from mlqueue import order_index, orders, ranking, store, worker_control
 from mlqueue.settings import Settings, get_settings
 from mlqueue.store import jobs as job_store
+from mlqueue.store import workers as worker_store
 
 BOOKKEEPING = {"_id", "createdDate"}
 
@@ -82,7 +83,7 @@ def workers(settings: Settings | None = None) -> list[dict[str, Any]]:
     done = {row["_id"]: row for row in d.outcomes.aggregate(
         [{"$group": {"_id": "$worker", "n": {"$sum": 1}, "busy": {"$sum": "$durationSeconds"}}}])}
     out = []
-    for w in d.workers.find({}, {"_id": 0}).sort("name", 1):
+    for w in worker_store.listing(settings):
         beat, started = w.get("lastHeartbeat"), w.get("firstSeen") or w.get("startedDate")
         stats = done.get(w["name"], {})
         w["heartbeatAgeSeconds"] = round((now - beat).total_seconds(), 1) if beat else None

@@ -33,6 +33,7 @@ from mlqueue.errors import Conflict, NotFound
 from mlqueue.models import Order
 from mlqueue.settings import Settings
 from mlqueue.store import jobs as job_store
+from mlqueue.store import workers as worker_store
 
 # --------------------------------------------------------------------------- Jobs and Orders
 
@@ -191,10 +192,7 @@ def worker_command(name: str, action: str, by: str, settings: Settings) -> dict[
 
 def worker_counts(settings: Settings) -> dict[str, int]:
     """Workers registered, and those online with a fresh heartbeat (cheap: two counts)."""
-    fresh_since = orders.now() - timedelta(seconds=settings.lost_after)
-    d = store.db(settings)
-    return {"online": d.workers.count_documents({"online": True, "lastHeartbeat": {"$gte": fresh_since}}),
-            "registered": d.workers.count_documents({})}
+    return worker_store.counts(orders.now() - timedelta(seconds=settings.lost_after), settings)
 
 
 # --------------------------------------------------------------------------- scripts and datasets

@@ -17,6 +17,7 @@ from typing import Any, Literal
 from mlqueue import orders, store
 from mlqueue.errors import InvalidInput, NotFound
 from mlqueue.settings import Settings
+from mlqueue.store import workers as worker_store
 
 ACTIONS = ("pause", "resume", "drain")
 Action = Literal["pause", "resume", "drain"]
@@ -28,24 +29,16 @@ class WorkerNotFound(NotFound):
 
 def find(name: str, settings: Settings | None = None) -> dict[str, Any]:
     """A Worker by its full name (``w1@host``) or the part before ``@`` when that is unique."""
-    d = store.db(settings)
-    found = d.workers.find_one({"name": name})
+    found = worker_store.by_name(name, settings)
     if found:
         return found
-    matches = list(d.workers.find({"name": {"$regex": f"^{_escape(name)}@"}}, {"name": 1}).limit(3))
+    matches = worker_store.names_starting(f"{name}@", settings, limit=3)
     if len(matches) == 1:
-        return d.workers.find_one({"name": matches[0]["name"]})
-    known = sorted(w["name"] for w in d.workers.find({}, {"name": 1}))
+        return worker_store.by_name(matches[0], settings)
+    known = sorted(worker_store.names_starting("", settings))
     if matches:
-        raise WorkerNotFound(f"worker name {name!r} is ambiguous ({', '.join(m['name'] for m in matches)}); "
-                             "give the full name")
+        raise WorkerNotFound(f"worker name {name!r} is ambiguous ({', '.join(matches)}); give the full name")
     raise WorkerNotFound(f"no worker named {name!r}; known workers: {', '.join(known) or 'none yet'}")
-
-
-def _escape(text: str) -> str:
-    import re
-
-    return re.escape(text)
 
 
 def command(name: str, action: Action, by: str = "cli", settings: Settings | None = None) -> dict[str, Any]:
