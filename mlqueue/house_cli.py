@@ -8,6 +8,7 @@ import click
 
 from mlqueue import tables
 from mlqueue.capabilities import gpu_label
+from mlqueue.requirements import describe
 
 
 def machine_rows(workers: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -63,7 +64,7 @@ def print_house(report: dict[str, Any]) -> None:
         click.echo("\nWaiting:")
         for group in waiting:
             what = group.get("pinnedWorker") and f"pinned to {group['pinnedWorker']}" or \
-                (group.get("requires") and f"requires {tables.to_json(group['requires'])}") or "no requirement"
+                (group.get("requires") and f"requires {describe(group['requires'])}") or "no requirement"
             eta = group.get("etaSeconds")
             extra = f", first starts in ~{eta:.0f}s" if isinstance(eta, int | float) else ""
             click.echo(f"  {group['jobs']} job(s), {what}{extra}: {group.get('reason') or 'queued'}")

@@ -62,7 +62,7 @@ def test_a_gpu_job_waits_with_a_reason_then_runs_when_a_gpu_worker_joins(farm: F
     assert "needs gpu" in order_summary(detail["order"], None)["waiting"]
     table = farm.run_cli("status")
     assert table.returncode == 0 and "Machines:" in table.stdout, table.stderr
-    assert "1 job(s), requires" in table.stdout and "needs gpu" in table.stdout
+    assert "1 job(s), requires gpu: waiting: needs gpu" in table.stdout, table.stdout
     warned = farm.run_cli("submit", "-", input='{"scriptName": "toy", "requires": {"gpu": true}}')
     assert warned.returncode == 0 and "warning: 2 queued job(s) cannot run now" in warned.stderr
 
