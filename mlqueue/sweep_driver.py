@@ -228,6 +228,7 @@ def listing(settings: Settings | None = None) -> list[dict[str, Any]]:
         rows.append({"sweepId": str(doc["_id"]), "name": doc.get("name"), "state": doc["state"],
                      "method": doc.get("method"), "told": doc.get("toldCount", 0),
                      "maxTrials": (doc.get("budget") or {}).get("maxTrials"), "best": best.get("value"),
+                     "objective": doc.get("objective"),
                      "created": doc.get("createdDate")})
     return rows
 

@@ -1,9 +1,9 @@
 """Sweeps: every sweep, and for one sweep its progress, the objective against each hyperparameter,
 parallel coordinates, parameter importance and its trials' states.
 
-A sweep is read from the ``sweeps`` collection (objective, direction, Optuna study; see
-``mlqueue.sweep_driver``) and its trials are the Jobs whose ``sweepId`` names it, with the values Optuna
-chose from ``sweep_trials``. Jobs may also carry a ``sweepId`` no document names (sweeps made by hand):
+A sweep is asked of ``mlqueue.sweep_driver`` (its document: objective, direction, Optuna study; its
+trial records; its space) and its trials are the Jobs whose ``sweepId`` names it, with the values Optuna
+chose. Jobs may also carry a ``sweepId`` no document names (sweeps made by hand):
 then the objective is ``loss`` (minimised) and the hyperparameters are the Job fields that vary.
 """
 
@@ -20,51 +20,51 @@ from bson import ObjectId
 from dash import Input, Output, State, dcc, html
 from plotly.subplots import make_subplots
 
-from mlqueue import orders, outcomes, store
+from mlqueue import orders, outcomes, sweep_driver, sweeps
 from mlqueue.dashboard.common import STATE_COLORS, Ctx, empty_figure, figure, message, rounded, section
 
 log = logging.getLogger(__name__)
 _importance_cache: dict[tuple[Any, ...], tuple[dict[str, float], str]] = {}
 NOT_HYPERPARAMETERS = {"scriptName", "projectName", "sweepId", "trialNumber", "jobId", "timeLimit", "maxAttempts"}
-SPACE_KEYS = ("space", "searchSpace", "search_space", "params", "parameters", "hyperparameters")
 POLL_MS = 3000
 PLOTTED_BY_DEFAULT = 12   # the most important parameters; the picker above the charts shows any others
 SCATTERS_PER_ROW = 4
 LABEL_MAX = 16
-ENDED = {"done", "finished", "completed", "stopped", "cancelled", "failed"}  # sweep states that add no trials
 
 
 def find_sweep(sweep_id: str, settings: Any) -> dict[str, Any] | None:
-    """The sweep's document, whether it is keyed by ``sweepId``, a string ``_id`` or an ObjectId."""
-    sweeps = store.db(settings).sweeps
-    queries: list[dict[str, Any]] = [{"_id": ObjectId(sweep_id)}] if ObjectId.is_valid(sweep_id) else []
-    queries += [{"_id": sweep_id}, {"sweepId": sweep_id}]
-    for query in queries:
-        doc = sweeps.find_one(query)
-        if doc:
-            return doc
-    return None
+    """The sweep's document as ``sweep_driver`` keeps it, or None (a ``sweepId`` no sweep document has)."""
+    if not ObjectId.is_valid(sweep_id):
+        return None
+    try:
+        return sweep_driver.get(sweep_id, settings)
+    except sweep_driver.SweepNotFound:
+        return None
 
 
 def objective_of(sweep: dict[str, Any] | None) -> tuple[str, str]:
-    """(Outcome field, "minimize" | "maximize") the sweep optimises."""
-    sweep = sweep or {}
-    objective = sweep.get("objective") or sweep.get("metric") or "loss"
-    direction = sweep.get("direction")
-    if isinstance(objective, dict):
-        direction = objective.get("direction") or direction
-        objective = objective.get("field") or objective.get("name") or objective.get("metric") or "loss"
-    direction = str(direction or ("maximize" if objective == "metric" else "minimize")).lower()
-    return str(objective), "maximize" if direction.startswith("max") else "minimize"
+    """(Outcome field, "minimize" | "maximize") the sweep optimises; loss, minimised, without a document."""
+    objective = (sweep or {}).get("objective") or {}
+    field = str(objective.get("field") or "loss")
+    direction = str(objective.get("direction") or ("maximize" if field == "metric" else "minimize"))
+    return field, "maximize" if direction.startswith("max") else "minimize"
 
 
 def chosen_values(sweep_id: str, settings: Any) -> dict[str, dict[str, Any]]:
-    """jobId -> the values Optuna chose for that trial, by parameter name (``sweep_trials`` records)."""
-    chosen = {}
-    for record in store.db(settings).sweep_trials.find({"sweepId": sweep_id, "jobId": {"$ne": None}},
-                                                       {"jobId": 1, "params": 1}):
-        chosen[record["jobId"]] = {p["name"]: p["value"] for p in record.get("params") or [] if "name" in p}
-    return chosen
+    """jobId -> the values Optuna chose for that trial, by parameter name (the driver's trial records)."""
+    return {record["jobId"]: {p["name"]: p["value"] for p in record.get("params") or [] if "name" in p}
+            for record in sweep_driver.trials(sweep_id, settings) if record.get("jobId")}
+
+
+def space_names(sweep: dict[str, Any] | None) -> list[str]:
+    """The parameter names of the sweep's search space (as Optuna names them), [] without a document."""
+    if not sweep:
+        return []
+    try:
+        return [entry.name for entry in sweeps.iter_entries(sweep_driver.spec_of(sweep).space)]
+    except Exception:  # noqa: BLE001 - a spec this version cannot read: fall back to what varies
+        log.info("sweep %s: stored spec not readable", sweep.get("_id"), exc_info=True)
+        return []
 
 
 def trials_frame(sweep_id: str, objective: str, settings: Any) -> tuple[pd.DataFrame, list[str]]:
@@ -86,10 +86,9 @@ def hyperparameters(sweep: dict[str, Any] | None, trials: pd.DataFrame, chosen: 
     """Optuna's parameter names when the trials were recorded, else the search space's, else what varies."""
     if chosen:
         return [name for name in chosen if name in trials]
-    for key in SPACE_KEYS:
-        space = (sweep or {}).get(key) or ((sweep or {}).get("spec") or {}).get(key)
-        if isinstance(space, dict) and [name for name in space if name in trials]:
-            return [name for name in space if name in trials]
+    space = [name for name in space_names(sweep) if name in trials]
+    if space:
+        return space
     varying = []
     for column in trials.columns:
         if column in NOT_HYPERPARAMETERS or column in ("state", "objective", "finishedDate", "createdDate"):
@@ -325,8 +324,7 @@ def layout(ctx: Ctx, sweep_id: str | None, _query: dict[str, str]) -> html.Div:
 
 def index_layout(ctx: Ctx) -> html.Div:
     """Every sweep: those with a document, and any sweepId the Jobs mention."""
-    docs = list(store.db(ctx.settings).sweeps.find({}, {"trials": 0}).limit(500))
-    ids = {str(d.get("sweepId") or d["_id"]): d for d in docs}
+    ids: dict[str, dict[str, Any]] = {row["sweepId"]: row for row in sweep_driver.listing(ctx.settings)[:500]}
     for sweep_id in ctx.table.values("sweepId"):
         ids.setdefault(str(sweep_id), {})
     counts = ctx.table.frame().groupby("sweepId")["state"].value_counts().unstack(fill_value=0)
@@ -372,7 +370,7 @@ def register(ctx: Ctx) -> None:
         columns = [{"field": "job", "cellRenderer": "markdown", "width": 130}] + [
             {"field": c, "headerName": labels.get(c, c), "headerTooltip": c}
             for c in ("trialNumber", "state", "objective", *params) if c in trials]
-        finished = trials["state"].isin(orders.FINAL).all() and str((sweep or {}).get("state", "done")) in ENDED
+        finished = trials["state"].isin(orders.FINAL).all() and (sweep or {}).get("state", "done") in sweep_driver.FINAL
         options = [{"label": p, "value": p} for p in sorted(params, key=lambda p: -scores.get(p, 0.0))]
         return (best_so_far(trials, direction, objective), states_figure(trials),
                 scatters(trials, shown, objective, labels), parallel(trials, shown, objective, labels),
