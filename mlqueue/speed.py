@@ -193,7 +193,7 @@ def unstrand(settings: Settings) -> int:
     from mlqueue import orders
 
     d = store.db(settings)
-    placed = list(d.orders.find({"state": "unassigned", "placedOn": {"$ne": None}},
+    placed = list(d.orders.find({"placedOn": {"$gt": ""}, "state": "unassigned"},  # an index range, not a scan
                                 {"jobId": 1, "delivery": 1, "placedOn": 1, "requirementClass": 1, "pinnedWorker": 1,
                                  "state": 1}))
     if not placed:
