@@ -41,7 +41,7 @@ def results(
         order_query["state"] = state
     order_docs = list(d.orders.find(order_query, {"metrics": 0, "history": 0, "log": 0}))
     job_ids = [o["jobId"] for o in order_docs]
-    jobs = {str(j["_id"]): j for j in d.jobs.find({"_id": {"$in": [ObjectId(i) for i in job_ids]}})}
+    jobs = job_store.by_ids(job_ids, settings)
     outs = {o["jobId"]: o for o in d.outcomes.find({"jobId": {"$in": job_ids}}, {"_id": 0})}
     rows = []
     for order in order_docs:
@@ -181,8 +181,7 @@ def _and(where: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
 
 def _join_jobs(rows: list[dict[str, Any]], settings: Settings | None) -> list[dict[str, Any]]:
     """Attach each row's Job (its own fields) and creation date, in one query for the whole page."""
-    ids = [ObjectId(r["jobId"]) for r in rows if ObjectId.is_valid(r["jobId"])]
-    found = {str(j["_id"]): j for j in store.find_in(store.db(settings).jobs, "_id", ids)}
+    found = job_store.by_ids([r["jobId"] for r in rows], settings)
     for row in rows:
         job = found.get(row["jobId"], {})
         row["job"] = {k: v for k, v in job.items() if k not in BOOKKEEPING}

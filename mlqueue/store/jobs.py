@@ -28,3 +28,12 @@ def get(job_id: str, settings: Settings | None = None, projection: dict[str, int
         return store.db(settings).jobs.find_one({"_id": ObjectId(job_id)}, projection)
 
     return store.durable(read, "read job", settings) if durable else read()
+
+
+def by_ids(job_ids: list[str], settings: Settings | None = None) -> dict[str, dict[str, Any]]:
+    """The Jobs with these ids, by id (ids that name no Job, or are not ids, are left out).
+
+    One query per ``store.IN_CHUNK`` ids, so a page of any size costs a few reads.
+    """
+    wanted = [ObjectId(i) for i in dict.fromkeys(job_ids) if isinstance(i, str) and ObjectId.is_valid(i)]
+    return {str(j["_id"]): j for j in store.find_in(store.db(settings).jobs, "_id", wanted)} if wanted else {}
