@@ -4,6 +4,10 @@
 neither the broker nor the store. ``LocalClient`` calls ``mlqueue.service`` in-process, as the API's routes do,
 on the HQ's own machine. Both return the same shapes (datetimes as ``datetime``), and both
 raise ``ClientError`` with a message a person can act on, so the CLI has one code path.
+
+Over 400 lines on purpose: the two classes mirror each other method for method (and the ``Client``
+protocol lists the methods once), so keeping them side by side keeps a missing mirror visible; the
+contract tests (tests/test_client_contract.py) check it.
 """
 
 from __future__ import annotations

@@ -14,6 +14,10 @@ To add a use case:
      ``mlqueue/api/__init__.py`` for a new resource), a method of the same name on both
      ``LocalClient`` and ``HttpClient`` in ``mlqueue/client.py``, and the CLI command calling the client;
   3. add it to the contract tests, which run every client method over both clients.
+
+Over 400 lines on purpose: this file is the list of what the HQ does, read top to bottom by whoever adds
+an interface. Each use case is a few lines delegating to its noun's module; when it outgrows ~600
+lines it becomes a package with one module per section below (jobs, results, farm, data, sweeps).
 """
 
 from __future__ import annotations
