@@ -135,9 +135,7 @@ def run_sweep(name: str, seed: int, settings: Any) -> dict[str, Any]:
     """Create one sweep, drive it to its end from here, and measure it."""
     from mlqueue import store, sweep_driver, sweeps
 
-    trials = TRIALS_OF.get(name, TRIALS)
-    text = f"name: bench-{name}-{seed}\n{BASE}{METHODS[name]}seed: {seed}\n" \
-           f"budget: {{maxTrials: {trials}, maxParallel: 2}}\n"
+    text = sweep_text(name, seed)
     spec = sweeps.parse_text(text, f"{name}.yaml", settings)
     sweep_id = sweep_driver.create(spec, text, f"{name}.yaml", by="bench", settings=settings)
     stop = threading.Event()
@@ -157,13 +155,113 @@ def run_sweep(name: str, seed: int, settings: Any) -> dict[str, Any]:
         outcome = order.get("outcome") or {}
         trials.append({"state": order["state"], "started": order["startedDate"], "finished": order["finishedDate"],
                        "loss": outcome.get("loss") if order["state"] == "succeeded" else None,
-                       "cpu": float(outcome.get("cpuSeconds") or 0.0)})
+                       "cpu": float(outcome.get("cpuSeconds") or 0.0),
+                       "script": float(outcome.get("durationSeconds") or 0.0)})
     doc = sweep_driver.get(sweep_id, settings)
+    if not doc.get("best"):
+        failed = next((o.get("outcome") for o in order_docs if o["state"] != "succeeded"), None)
+        raise SystemExit(f"sweep {name} has no best trial: {doc.get('lastError') or doc.get('stopReason')}; "
+                         f"a failed trial's Outcome: {failed}")
     return {"method": name, "seed": seed, "sweepId": sweep_id, "wallSeconds": round(wall, 2),
             "best": (doc.get("best") or {}).get("value"), "trials": trials,
             "pruned": sum(t["state"] == "pruned" for t in trials),
             "machineSeconds": round(sum((t["finished"] - t["started"]).total_seconds() for t in trials), 2),
-            "cpuSeconds": round(sum(t["cpu"] for t in trials), 2)}
+            "cpuSeconds": round(sum(t["cpu"] for t in trials), 2),
+            "scriptSeconds": round(sum(t["script"] for t in trials), 2)}
+
+
+def sweep_text(name: str, seed: int) -> str:
+    trials = TRIALS_OF.get(name, TRIALS)
+    return f"name: bench-{name}-{seed}\n{BASE}{METHODS[name]}seed: {seed}\n" \
+           f"budget: {{maxTrials: {trials}, maxParallel: 2}}\n"
+
+
+def run_in_process(name: str, seed: int, processes: int, tmp: Path) -> dict[str, Any]:
+    """The same sweep with Optuna alone, no mlqueue: ``processes`` local processes share one journal file
+    (Optuna's own way to run in parallel), each runs the same training function and reports every epoch
+    to the same pruner. Its trial time is the baseline for what distributing a trial costs."""
+    import multiprocessing
+
+    import optuna
+
+    from mlqueue import sweeps
+
+    spec = sweeps.parse_text(sweep_text(name, seed), f"{name}.yaml", check_jobs=False)
+    path = tmp / f"optuna-{name}-{seed}.log"
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(path)))
+    study = optuna.create_study(study_name=f"{name}-{seed}", storage=storage, direction=spec.direction)
+    started = time.monotonic()
+    context = multiprocessing.get_context("fork")
+    procs = [context.Process(target=_optuna_process, args=(name, seed, i, str(path))) for i in range(processes)]
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        proc.join()
+    wall = time.monotonic() - started
+    trials = []
+    for t in study.get_trials(deepcopy=False):
+        attrs = t.user_attrs
+        if "started" not in attrs:
+            continue
+        complete = t.state == optuna.trial.TrialState.COMPLETE
+        trials.append({"state": "succeeded" if complete else "pruned" if t.state.name == "PRUNED" else "failed",
+                       "started": datetime.fromisoformat(attrs["started"]),
+                       "finished": datetime.fromisoformat(attrs["finished"]),
+                       "loss": t.value if complete else None, "cpu": float(attrs.get("cpu") or 0.0),
+                       "script": attrs["seconds"]})
+    best = min((t["loss"] for t in trials if t["loss"] is not None), default=None)
+    return {"method": f"optuna {name}", "seed": seed, "wallSeconds": round(wall, 2), "best": best, "trials": trials,
+            "pruned": sum(t["state"] == "pruned" for t in trials),
+            "machineSeconds": round(sum((t["finished"] - t["started"]).total_seconds() for t in trials), 2),
+            "cpuSeconds": round(sum(t["cpu"] for t in trials), 2),
+            "scriptSeconds": round(sum(t["script"] for t in trials), 2)}
+
+
+def _optuna_process(name: str, seed: int, index: int, path: str) -> None:
+    """One in-process Optuna worker: ask, train with per-epoch reports and pruning, tell; until the budget."""
+    import optuna
+
+    from ml_scripts import sklearn_mlp
+    from mlqueue import sweeps
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    spec = sweeps.parse_text(sweep_text(name, seed), f"{name}.yaml", check_jobs=False)
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(path))
+    if spec.file.method == "grid":
+        sampler = optuna.samplers.GridSampler(spec.grid_space(), seed=seed)
+    else:   # each process draws its own values, as one driver's sampler would not repeat a draw
+        sampler = spec.sampler(seed + 7919 * index)
+    study = optuna.load_study(study_name=f"{name}-{seed}", storage=storage, sampler=sampler, pruner=spec.pruner())
+    metric, step_key = spec.report_metric, spec.file.earlyStopping.step
+
+    def objective(trial: Any) -> float:
+        job, _ = spec.trial_job(trial, "in-process", trial.number)
+        began, clock = datetime.now().astimezone(), time.monotonic()
+        last: dict[str, Any] = {}
+
+        def report(**metrics: Any) -> None:
+            last.update(metrics)
+            trial.report(metrics[metric], metrics[step_key])
+            if trial.should_prune():
+                raise optuna.TrialPruned()
+
+        def close() -> None:
+            trial.set_user_attr("started", began.isoformat())
+            trial.set_user_attr("finished", datetime.now().astimezone().isoformat())
+            trial.set_user_attr("seconds", time.monotonic() - clock)
+            trial.set_user_attr("cpu", last.get("cpuSeconds"))
+
+        try:
+            outcome = sklearn_mlp.run(job, report)
+        except optuna.TrialPruned:
+            close()
+            raise
+        last["cpuSeconds"] = outcome["cpuSeconds"]
+        close()
+        return outcome[spec.file.objective.field]
+
+    budget = TRIALS_OF.get(name, TRIALS)
+    study.optimize(objective, callbacks=[optuna.study.MaxTrialsCallback(budget, states=None)])
 
 
 def spent_until(trials: list[dict[str, Any]], moment: datetime) -> tuple[float, float]:
@@ -192,6 +290,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=3, help="runs of every method, with different seeds")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--in-process", default="grid,tpe+asha",
+                        help="methods also run with Optuna alone, in-process, as the baseline (grid is the "
+                             "baseline of trial time; empty: none)")
+    parser.add_argument("--methods", default=",".join(METHODS),
+                        help="comma-separated subset of: " + ", ".join(METHODS) + " (grid is always run)")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="mlqueue-sweep-bench-"))
     redis_server, mongo_server = start_servers(tmp)
@@ -214,16 +317,19 @@ def main() -> None:
         wait_until(lambda: store.db(settings).workers.count_documents({"online": True}) == args.workers, 120,
                    "workers to register")
         warm_up(settings)
-        names = list(METHODS)
+        names = ["grid"] + [m for m in args.methods.split(",") if m and m != "grid"]
         for repeat in range(args.repeats):
             # a different order each repeat, so a busy spell on the machine does not always hit one method
             for method in names[repeat % len(names):] + names[:repeat % len(names)]:
                 run = run_sweep(method, seed=100 + repeat, settings=settings)
                 run["repeat"] = repeat
                 runs.append(run)
-                print(f"  repeat {repeat + 1} {method:14s} best {run['best']:.4f}  machine "
-                      f"{run['machineSeconds']:6.1f}s  wall {run['wallSeconds']:5.1f}s  pruned {run['pruned']}",
-                      flush=True)
+                _print_run(repeat, run)
+            for method in [m for m in args.in_process.split(",") if m]:
+                run = run_in_process(method, seed=100 + repeat, processes=args.workers, tmp=tmp)
+                run["repeat"] = repeat
+                runs.append(run)
+                _print_run(repeat, run)
     finally:
         stop_workers(workers)
         mongo_server.stop()
@@ -236,22 +342,36 @@ def main() -> None:
     print(f"saved {RESULTS.relative_to(ROOT)}")
 
 
+def _print_run(repeat: int, run: dict[str, Any]) -> None:
+    ratio = run["machineSeconds"] / max(run["cpuSeconds"], 1e-9)
+    print(f"  repeat {repeat + 1} {run['method']:16s} best {run['best']:.4f}  machine {run['machineSeconds']:6.1f}s  "
+          f"cpu {run['cpuSeconds']:5.1f}s  machine/cpu {ratio:4.2f}  script {run['scriptSeconds']:5.1f}s  "
+          f"wall {run['wallSeconds']:5.1f}s  pruned {run['pruned']}", flush=True)
+
+
 def summarise(runs: list[dict[str, Any]], args: argparse.Namespace) -> dict[str, Any]:
     per_repeat = []
     for repeat in range(args.repeats):
         group = {r["method"]: r for r in runs if r["repeat"] == repeat}
-        grid = group["grid"]
         row = {}
         for method, run in group.items():
+            # an in-process Optuna sweep is compared with the in-process grid, an mlqueue one with mlqueue's
+            grid = group.get("optuna grid", group["grid"]) if method.startswith("optuna ") else group["grid"]
             machine, cpu = time_to_reach(run["trials"], grid["best"])
             row[method] = {"best": run["best"], "machineSeconds": run["machineSeconds"],
                            "cpuSeconds": run["cpuSeconds"], "wallSeconds": run["wallSeconds"],
-                           "pruned": run["pruned"], "machineSecondsToGridBest": machine, "cpuSecondsToGridBest": cpu,
+                           "pruned": run["pruned"], "scriptSeconds": run["scriptSeconds"],
+                           "machinePerCpu": _fraction(run["machineSeconds"], run["cpuSeconds"]),
+                           "machineSecondsToGridBest": machine, "cpuSecondsToGridBest": cpu,
                            "fractionOfGridMachineTime": _fraction(machine, grid["machineSeconds"]),
                            "fractionOfGridCpuTime": _fraction(cpu, grid["cpuSeconds"])}
         per_repeat.append(row)
-    medians = {method: _medians([r[method] for r in per_repeat]) for method in METHODS}
-    fractions = [r["tpe+asha"]["fractionOfGridMachineTime"] for r in per_repeat]
+    medians = {method: _medians([r[method] for r in per_repeat]) for method in per_repeat[0]}
+    fractions = [r["tpe+asha"]["fractionOfGridMachineTime"] for r in per_repeat if "tpe+asha" in r]
+    # what distributing a trial costs: the grid's machine time in mlqueue over the same grid run by Optuna
+    # alone in as many local processes, in the same repeat (the machine's load hits both alike)
+    overhead = [round(r["grid"]["machineSeconds"] / r["optuna grid"]["machineSeconds"], 3)
+                for r in per_repeat if "optuna grid" in r]
     met = [f is not None and f <= 1 / 3 for f in fractions]
     return {
         "task": f"sklearn_mlp (MLPClassifier on sklearn digits, {EPOCHS} epochs, val log-loss), {TRIALS} trials "
@@ -260,6 +380,7 @@ def summarise(runs: list[dict[str, Any]], args: argparse.Namespace) -> dict[str,
         "trialsPerMethod": TRIALS, "repeats": args.repeats, "workers": args.workers,
         "target": "TPE+ASHA reaches the grid's best in <= 1/3 of the grid's machine time",
         "targetMet": f"{sum(met)}/{len(met)} repeats", "tpeAshaFractionOfGridMachineTime": fractions,
+        "gridMachineTimeOverInProcess": overhead,
         "notes": "machineSeconds = worker time (Order started -> finished) summed over trials; cpuSeconds = the "
                  "training's processor time (load-independent, so comparable on a busy machine); *ToGridBest = "
                  "spent by all trials until the first trial as good as the grid's best finished",
@@ -277,7 +398,8 @@ def _medians(rows: list[dict[str, Any]]) -> dict[str, Any]:
         values = [r[key] for r in rows if r[key] is not None]
         return round(statistics.median(values), 4) if values else None
 
-    keys = ("best", "machineSeconds", "cpuSeconds", "wallSeconds", "machineSecondsToGridBest", "cpuSecondsToGridBest",
+    keys = ("best", "machineSeconds", "machinePerCpu", "scriptSeconds",
+            "cpuSeconds", "wallSeconds", "machineSecondsToGridBest", "cpuSecondsToGridBest",
             "fractionOfGridMachineTime", "fractionOfGridCpuTime")
     reached = sum(r["machineSecondsToGridBest"] is not None for r in rows)
     return {**{k: median(k) for k in keys}, "reachedGridBest": f"{reached}/{len(rows)}"}
@@ -298,6 +420,8 @@ def print_table(report: dict[str, Any]) -> None:
               f"{m['wallSeconds']:7.1f} {m['reachedGridBest']:>7s} {machine:>34s} {cpu:>30s}")
     print(f"target ({report['target']}): met in {report['targetMet']}; TPE+ASHA fraction per repeat: "
           f"{report['tpeAshaFractionOfGridMachineTime']}")
+    print(f"grid's machine time in mlqueue / the same grid run by Optuna in-process, per repeat: "
+          f"{report['gridMachineTimeOverInProcess']} (goal <= 1.2)")
 
 
 if __name__ == "__main__":

@@ -22,7 +22,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-BOOKKEEPING = {"jobId", "trialNumber", "requeuedFrom", "createdDate", "dataPath", "writePath"}
+BOOKKEEPING = {"jobId", "trialNumber", "requeuedFrom", "createdDate", "dataPath", "writePath",
+               "checkpointDir", "resumeFrom", "resumeEpoch"}  # given by the worker (checkpoints.prepare)
 
 
 class Layer(BaseModel):

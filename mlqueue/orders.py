@@ -323,18 +323,19 @@ def heartbeat(order: dict[str, Any], settings: Settings | None = None) -> bool:
     return result.matched_count == 1
 
 
-def record_metrics(order: dict[str, Any], metrics: dict[str, Any], settings: Settings | None = None) -> str:
-    """Store one intermediate report on the Order.
+def record_metrics(order: dict[str, Any], metrics: dict[str, Any] | list[dict[str, Any]],
+                   settings: Settings | None = None) -> str:
+    """Store one intermediate report (or several, in order, in one write) on the Order.
 
     Returns "ok", "lost" (this attempt no longer owns the Order) or "stop" (someone, e.g. a sweep's
-    pruner, asked this Job to end early: see ``request_stop``).
+    pruner, asked this Job to end early: see ``request_stop``). A point without ``at`` is stamped now.
     """
-    point = {"at": now(), **metrics}
+    points = [{"at": now(), **m} for m in ([metrics] if isinstance(metrics, dict) else metrics)]
     after = store.durable(
         lambda: store.db(settings).orders.find_one_and_update(
             _gate(order),
-            {"$push": {"metrics": {"$each": [point], "$slice": -METRICS_KEPT}},
-             "$set": {"latestMetrics": point, "heartbeatAt": now()}},
+            {"$push": {"metrics": {"$each": points, "$slice": -METRICS_KEPT}},
+             "$set": {"latestMetrics": points[-1], "heartbeatAt": now()}},
             projection={"stopRequested": 1}, return_document=ReturnDocument.AFTER,
         ),
         "record metrics",

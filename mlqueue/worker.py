@@ -31,6 +31,7 @@ from celery import signals
 from mlqueue import artifacts, checkpoints, datasets, metric_lines, names, orders, owner, routing, scripts, speed, store
 from mlqueue import capabilities as machine
 from mlqueue.celery_app import app
+from mlqueue.reports import ReportSender
 from mlqueue.settings import Settings, get_settings
 from mlqueue.store import jobs as job_store
 
@@ -204,6 +205,7 @@ class Attempt:
         self.stop_reason: str | None = None
         self.checkpointed = False
         self.last_metrics: dict[str, Any] = {}
+        self.reports: ReportSender | None = None   # made at the first report (see mlqueue.reports)
         self.done = threading.Event()
         self.main_thread = threading.get_ident()
         self.started = time.monotonic()
@@ -228,6 +230,8 @@ class Attempt:
             outcome = error_outcome(exc)
         finally:
             sys.stdout, sys.stderr = saved
+            if self.reports:
+                self.reports.close()   # every report stored before the final move
             self.done.set()
             self.flush_log()
         if self.stop_reason or outcome is None:
@@ -277,16 +281,22 @@ class Attempt:
         (a file or folder the script just saved) also upload it as the Job's newest checkpoint."""
         if self.stop_reason:
             raise JobInterrupted(self.stop_reason)
+        if self.reports is None:
+            self.reports = ReportSender(self.order, self.settings)
         if checkpoint is not None:
+            self._answer(self.reports.drain())   # kept only after the reports before it are stored
             self._save_checkpoint(checkpoint, metrics.get("epoch"))
             if set(metrics) <= {"epoch", "step"}:   # a checkpoint alone: the epoch's metrics came already
                 return
         metrics = json_safe(metrics)
-        answer = orders.record_metrics(self.order, metrics, self.settings)
+        self._answer(self.reports.put(metrics))   # stored in the background; the answer of earlier writes
+        self.last_metrics = metrics
+
+    def _answer(self, answer: str) -> None:
+        """The store's answer to this attempt's reports: stop the script if pruned or no longer ours."""
         if answer == "lost":
             self.stop_reason = "released"
             raise JobInterrupted("this attempt no longer holds the order")
-        self.last_metrics = metrics
         if answer == "stop":
             raise JobPruned("pruned")
 
