@@ -133,7 +133,8 @@ def warm_up(settings: Any) -> None:
 
 def run_sweep(name: str, seed: int, settings: Any) -> dict[str, Any]:
     """Create one sweep, drive it to its end from here, and measure it."""
-    from mlqueue import store, sweep_driver, sweeps
+    from mlqueue import store, sweeps
+    from mlqueue.sweeps import driver as sweep_driver
 
     text = sweep_text(name, seed)
     spec = sweeps.parse_text(text, f"{name}.yaml", settings)

@@ -376,7 +376,7 @@ def worker(celery_args: tuple[str, ...]) -> None:
 
 
 from mlqueue import logs_cli  # noqa: E402
-from mlqueue.sweeps_cli import sweep  # noqa: E402 - registered last: one line to add a command group
+from mlqueue.sweeps.cli import sweep  # noqa: E402 - registered last: one line to add a command group
 
 main.add_command(sweep)
 main.add_command(logs_cli.logs)

@@ -32,7 +32,7 @@ from mlqueue.errors import ConfigError
 from mlqueue.joining import join_address, open_door
 from mlqueue.servers import MongoServer, RedisServer, die_with_parent, free_port, lan_address
 from mlqueue.settings import HOME_CONFIG_NAME, read_json_file, reload_settings
-from mlqueue.sweep_driver import Driver
+from mlqueue.sweeps.driver import Driver
 
 log = logging.getLogger(__name__)
 DEFAULT_PORTS = {"redis_port": 6390, "mongo_port": 27027, "http_port": 8350}

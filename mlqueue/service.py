@@ -374,7 +374,8 @@ def sweep_start(text: str, where: str, by: str, settings: Settings) -> dict[str,
 
     The HQ's driver asks for trials from its next step. Returns ``sweepId``, ``name`` and ``maxTrials``.
     """
-    from mlqueue import sweep_driver, sweeps
+    from mlqueue import sweeps
+    from mlqueue.sweeps import driver as sweep_driver
 
     spec = sweeps.parse_text(text, where, settings)
     sweep_id = sweep_driver.create(spec, text, where, by=by, settings=settings)
@@ -383,7 +384,7 @@ def sweep_start(text: str, where: str, by: str, settings: Settings) -> dict[str,
 
 def sweep_id_or_latest(sweep_id: str | None, settings: Settings) -> str:
     """The sweep named (id or prefix), or the newest one when none is named; ``NotFound`` if there is none."""
-    from mlqueue import sweep_driver
+    from mlqueue.sweeps import driver as sweep_driver
 
     if sweep_id:
         return str(sweep_driver.get(sweep_id, settings)["_id"])
@@ -396,7 +397,7 @@ def sweep_id_or_latest(sweep_id: str | None, settings: Settings) -> str:
 
 def sweep_status(sweep_id: str | None, settings: Settings, trials: bool = False) -> dict[str, Any]:
     """Trials by state, best so far, wall and machine time, machines used; ``trialList`` with ``trials``."""
-    from mlqueue import sweep_driver
+    from mlqueue.sweeps import driver as sweep_driver
 
     report = sweep_driver.status(sweep_id_or_latest(sweep_id, settings), settings)
     if trials:
@@ -406,7 +407,7 @@ def sweep_status(sweep_id: str | None, settings: Settings, trials: bool = False)
 
 def sweep_best(sweep_id: str | None, settings: Settings) -> dict[str, Any]:
     """``{"sweepId", "job": the best trial's Job ready to submit, or None, "trial": its record}``."""
-    from mlqueue import sweep_driver
+    from mlqueue.sweeps import driver as sweep_driver
 
     sid = sweep_id_or_latest(sweep_id, settings)
     found = sweep_driver.best_job(sid, settings)
@@ -419,7 +420,7 @@ def sweep_stop(sweep_id: str, by: str, settings: Settings, settle_seconds: float
 
     Closes the sweep itself within ``settle_seconds`` unless another driver (the HQ's) holds it.
     """
-    from mlqueue import sweep_driver
+    from mlqueue.sweeps import driver as sweep_driver
 
     doc = sweep_driver.request_stop(sweep_id, by=by, settings=settings)
     sid = str(doc["_id"])
@@ -438,6 +439,6 @@ def sweep_stop(sweep_id: str, by: str, settings: Settings, settle_seconds: float
 
 def sweeps_list(settings: Settings) -> list[dict[str, Any]]:
     """All sweeps, newest first: id, name, state, method, trials told, budget, best value."""
-    from mlqueue import sweep_driver
+    from mlqueue.sweeps import driver as sweep_driver
 
     return sweep_driver.listing(settings)

@@ -89,7 +89,7 @@ def test_a_resumed_sweep_trial_keeps_its_number_and_reports_each_epoch_to_the_st
     from optuna.trial import TrialState
     from test_sweeps import create, load_study, write_sweep
 
-    from mlqueue import sweep_driver
+    from mlqueue.sweeps import driver as sweep_driver
 
     first = farm.start_worker("w1")
     sweep_id = create(farm, write_sweep(

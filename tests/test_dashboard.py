@@ -28,9 +28,10 @@ import pytest
 import uvicorn
 from conftest import ROOT, Farm, wait_for
 
-from mlqueue import api, scripts, sweep_driver, sweeps
+from mlqueue import api, scripts, sweeps
 from mlqueue.servers import free_port
 from mlqueue.settings import Settings
+from mlqueue.sweeps import driver as sweep_driver
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

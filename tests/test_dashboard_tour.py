@@ -19,8 +19,9 @@ import test_dashboard
 from conftest import Farm, wait_for
 from test_dashboard import HQ, TRAINER
 
-from mlqueue import scripts, sweep_driver, sweeps
+from mlqueue import scripts, sweeps
 from mlqueue.dashboard import app as dashboard_app
+from mlqueue.sweeps import driver as sweep_driver
 
 browser, hq, page = test_dashboard.browser, test_dashboard.hq, test_dashboard.page  # the same fixtures
 

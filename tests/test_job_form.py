@@ -11,8 +11,8 @@ import yaml
 from conftest import Farm, wait_for
 from test_dashboard import HQ
 
-from mlqueue import sweep_driver
 from mlqueue.dashboard import job_form
+from mlqueue.sweeps import driver as sweep_driver
 
 browser, hq, page = test_dashboard.browser, test_dashboard.hq, test_dashboard.page  # the same fixtures
 

@@ -155,7 +155,8 @@ def test_a_worker_collects_only_files_inside_the_jobs_write_path(farm: Farm, tmp
 
 
 def test_a_sweep_whose_base_names_a_climbing_dataset_is_refused(farm: Farm) -> None:
-    from mlqueue import sweep_driver, sweeps
+    from mlqueue import sweeps
+    from mlqueue.sweeps import driver as sweep_driver
 
     text = ("base: {scriptName: toy, projectName: p, dataFileName: '../../../../tmp/x.csv'}\n"
             "space: {x: {float: [0, 1]}}\nobjective: loss\nmethod: random\nbudget: {maxTrials: 2}\n")

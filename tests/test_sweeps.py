@@ -18,8 +18,9 @@ import redis
 from conftest import Farm, wait_for
 from optuna.trial import TrialState
 
-from mlqueue import orders, store, sweep_driver, sweeps
+from mlqueue import orders, store, sweeps
 from mlqueue.settings import reload_settings
+from mlqueue.sweeps import driver as sweep_driver
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

@@ -204,7 +204,8 @@ def register(ctx: Ctx) -> None:
                       State("code-sweep", "value"), State("code-worker", "value"), prevent_initial_call=True)
     def _run_sweep(_clicks: int | None, text: str | None, worker: str | None) -> Any:
         """Check the sweep file as `mlqueue sweep` does and start it (the HQ's driver runs its trials)."""
-        from mlqueue import sweep_driver, sweeps
+        from mlqueue import sweeps
+        from mlqueue.sweeps import driver as sweep_driver
 
         try:
             spec = sweeps.parse_text(text or "", "sweep", ctx.settings)

@@ -294,7 +294,8 @@ def register(ctx: Ctx, collect: Any) -> None:
     @app.callback(Output("new-sweep-result", "children"), Input("new-sweep-start", "n_clicks"),
                   State("new-sweep-text", "value"), prevent_initial_call=True)
     def _start(_clicks: int | None, text: str | None) -> Any:
-        from mlqueue import jobs, sweep_driver, sweeps
+        from mlqueue import jobs, sweeps
+        from mlqueue.sweeps import driver as sweep_driver
 
         if not (text or "").strip():
             return message("Tick \"sweep\" beside a field first: the sweep file is empty.", "error")

@@ -1,7 +1,7 @@
 """Sweeps: every sweep, and for one sweep its progress, the objective against each hyperparameter,
 parallel coordinates, parameter importance and its trials' states.
 
-A sweep is asked of ``mlqueue.sweep_driver`` (its document: objective, direction, Optuna study; its
+A sweep is asked of ``mlqueue.sweeps.driver`` (its document: objective, direction, Optuna study; its
 trial records; its space) and its trials are the Jobs whose ``sweepId`` names it, with the values Optuna
 chose. Jobs may also carry a ``sweepId`` no document names (sweeps made by hand):
 then the objective is ``loss`` (minimised) and the hyperparameters are the Job fields that vary.
@@ -20,8 +20,9 @@ from bson import ObjectId
 from dash import Input, Output, State, dcc, html
 from plotly.subplots import make_subplots
 
-from mlqueue import orders, outcomes, sweep_driver, sweeps
+from mlqueue import orders, outcomes, sweeps
 from mlqueue.dashboard.common import STATE_COLORS, Ctx, empty_figure, figure, message, rounded, section
+from mlqueue.sweeps import driver as sweep_driver
 
 log = logging.getLogger(__name__)
 _importance_cache: dict[tuple[Any, ...], tuple[dict[str, float], str]] = {}
@@ -216,7 +217,7 @@ def _optuna_study(sweep: dict[str, Any] | None, settings: Any) -> Any:
     try:
         import optuna
 
-        from mlqueue import sweep_driver
+        from mlqueue.sweeps import driver as sweep_driver
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         return optuna.load_study(study_name=str(sweep["studyName"]), storage=sweep_driver.study_storage(settings))

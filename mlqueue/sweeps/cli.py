@@ -44,7 +44,7 @@ def sweep() -> None:
     mlqueue sweep list               all sweeps, newest first
 
     FILE (YAML or JSON) has base, space, objective, method, budget and earlyStopping; see
-    tasks/toy_sweep.yaml and the docstring of mlqueue/sweeps.py. The HQ drives running sweeps; with
+    tasks/toy_sweep.yaml and the docstring of mlqueue/sweeps/__init__.py. The HQ drives running sweeps; with
     --wait this command drives it too (safe together: one driver holds a sweep at a time), so a sweep
     also runs with no HQ process, as long as workers and the servers are up.
     """
@@ -107,7 +107,7 @@ def _local() -> bool:
 
 def _drive_and_wait(sweep_id: str, total: int | None, timeout: float | None) -> None:
     """Show finished trials until the sweep ends; without ``--hq``, also drive it from a thread here."""
-    from mlqueue import sweep_driver
+    from mlqueue.sweeps import driver as sweep_driver
 
     client = _client()
     stop = threading.Event()
