@@ -13,7 +13,13 @@ Figures per method (and per repeat, with different seeds):
 - wall-clock seconds of the sweep.
 Target: TPE+ASHA reaches the grid's best in at most 1/3 of the grid's machine time.
 
-Run: ``.venv/bin/python bench/sweep_efficiency.py [--repeats N]``; prints a table and saves
+Baseline in the same run (``--in-process``): the same sweep file run by Optuna alone, no mlqueue, in as many
+local processes as there are workers (a shared journal file), the same training function reporting every
+epoch to the same pruner. The grid's machine time in mlqueue over the in-process grid's is what
+distributing a trial costs (goal <= 1.2); the per-trial script time and the idle gap between a machine's
+trials say where it goes.
+
+Run: ``.venv/bin/python bench/sweep_efficiency.py [--repeats N] [--methods grid,tpe+asha]``; prints a table and saves
 bench/results/sweep_efficiency.json. It starts its own servers and workers and stops them after.
 """
 
@@ -157,7 +163,7 @@ def run_sweep(name: str, seed: int, settings: Any) -> dict[str, Any]:
         trials.append({"state": order["state"], "started": order["startedDate"], "finished": order["finishedDate"],
                        "loss": outcome.get("loss") if order["state"] == "succeeded" else None,
                        "cpu": float(outcome.get("cpuSeconds") or 0.0),
-                       "script": float(outcome.get("durationSeconds") or 0.0)})
+                       "script": float(outcome.get("durationSeconds") or 0.0), "machine": order.get("worker")})
     doc = sweep_driver.get(sweep_id, settings)
     if not doc.get("best"):
         failed = next((o.get("outcome") for o in order_docs if o["state"] != "succeeded"), None)
@@ -168,7 +174,16 @@ def run_sweep(name: str, seed: int, settings: Any) -> dict[str, Any]:
             "pruned": sum(t["state"] == "pruned" for t in trials),
             "machineSeconds": round(sum((t["finished"] - t["started"]).total_seconds() for t in trials), 2),
             "cpuSeconds": round(sum(t["cpu"] for t in trials), 2),
-            "scriptSeconds": round(sum(t["script"] for t in trials), 2)}
+            "scriptSeconds": round(sum(t["script"] for t in trials), 2), "idleGap": idle_gap(trials)}
+
+
+def idle_gap(trials: list[dict[str, Any]]) -> float | None:
+    """Median seconds a machine waited between the end of one trial and the start of its next."""
+    gaps = []
+    for machine in {t["machine"] for t in trials}:
+        mine = sorted((t for t in trials if t["machine"] == machine), key=lambda t: t["started"])
+        gaps += [(b["started"] - a["finished"]).total_seconds() for a, b in zip(mine, mine[1:], strict=False)]
+    return round(statistics.median(gaps), 3) if gaps else None
 
 
 def sweep_text(name: str, seed: int) -> str:
@@ -209,13 +224,13 @@ def run_in_process(name: str, seed: int, processes: int, tmp: Path) -> dict[str,
                        "started": datetime.fromisoformat(attrs["started"]),
                        "finished": datetime.fromisoformat(attrs["finished"]),
                        "loss": t.value if complete else None, "cpu": float(attrs.get("cpu") or 0.0),
-                       "script": attrs["seconds"]})
+                       "script": attrs["seconds"], "machine": attrs.get("process")})
     best = min((t["loss"] for t in trials if t["loss"] is not None), default=None)
     return {"method": f"optuna {name}", "seed": seed, "wallSeconds": round(wall, 2), "best": best, "trials": trials,
             "pruned": sum(t["state"] == "pruned" for t in trials),
             "machineSeconds": round(sum((t["finished"] - t["started"]).total_seconds() for t in trials), 2),
             "cpuSeconds": round(sum(t["cpu"] for t in trials), 2),
-            "scriptSeconds": round(sum(t["script"] for t in trials), 2)}
+            "scriptSeconds": round(sum(t["script"] for t in trials), 2), "idleGap": idle_gap(trials)}
 
 
 def _optuna_process(name: str, seed: int, index: int, path: str) -> None:
@@ -251,6 +266,7 @@ def _optuna_process(name: str, seed: int, index: int, path: str) -> None:
             trial.set_user_attr("finished", datetime.now().astimezone().isoformat())
             trial.set_user_attr("seconds", time.monotonic() - clock)
             trial.set_user_attr("cpu", last.get("cpuSeconds"))
+            trial.set_user_attr("process", index)
 
         try:
             outcome = sklearn_mlp.run(job, report)
@@ -347,7 +363,7 @@ def _print_run(repeat: int, run: dict[str, Any]) -> None:
     ratio = run["machineSeconds"] / max(run["cpuSeconds"], 1e-9)
     print(f"  repeat {repeat + 1} {run['method']:16s} best {run['best']:.4f}  machine {run['machineSeconds']:6.1f}s  "
           f"cpu {run['cpuSeconds']:5.1f}s  machine/cpu {ratio:4.2f}  script {run['scriptSeconds']:5.1f}s  "
-          f"wall {run['wallSeconds']:5.1f}s  pruned {run['pruned']}", flush=True)
+          f"wall {run['wallSeconds']:5.1f}s  idle gap {run['idleGap']}s  pruned {run['pruned']}", flush=True)
 
 
 def summarise(runs: list[dict[str, Any]], args: argparse.Namespace) -> dict[str, Any]:
@@ -361,7 +377,7 @@ def summarise(runs: list[dict[str, Any]], args: argparse.Namespace) -> dict[str,
             machine, cpu = time_to_reach(run["trials"], grid["best"])
             row[method] = {"best": run["best"], "machineSeconds": run["machineSeconds"],
                            "cpuSeconds": run["cpuSeconds"], "wallSeconds": run["wallSeconds"],
-                           "pruned": run["pruned"], "scriptSeconds": run["scriptSeconds"],
+                           "pruned": run["pruned"], "scriptSeconds": run["scriptSeconds"], "idleGap": run["idleGap"],
                            "machinePerCpu": _fraction(run["machineSeconds"], run["cpuSeconds"]),
                            "machineSecondsToGridBest": machine, "cpuSecondsToGridBest": cpu,
                            "fractionOfGridMachineTime": _fraction(machine, grid["machineSeconds"]),
@@ -399,7 +415,7 @@ def _medians(rows: list[dict[str, Any]]) -> dict[str, Any]:
         values = [r[key] for r in rows if r[key] is not None]
         return round(statistics.median(values), 4) if values else None
 
-    keys = ("best", "machineSeconds", "machinePerCpu", "scriptSeconds",
+    keys = ("best", "machineSeconds", "machinePerCpu", "scriptSeconds", "idleGap",
             "cpuSeconds", "wallSeconds", "machineSecondsToGridBest", "cpuSecondsToGridBest",
             "fractionOfGridMachineTime", "fractionOfGridCpuTime")
     reached = sum(r["machineSecondsToGridBest"] is not None for r in rows)
