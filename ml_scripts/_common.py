@@ -12,6 +12,7 @@ import json
 import math
 import sys
 from collections.abc import Callable, Mapping
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,10 @@ RunFunction = Callable[[dict[str, Any], Report], Outcome]
 
 class JobError(ValueError):
     """A problem with the job the user can fix; becomes a status-400 outcome.
+
+    Not ``mlqueue.errors.JobError`` (a Job refused at submit, before it is stored): this one is raised
+    inside a running script, and ``ml_scripts`` stays importable without mlqueue (the seed-style
+    command line runs a script alone), so it cannot subclass mlqueue's hierarchy.
 
     Raised instead of returned so deeply nested helpers can refuse a job without
     threading error values back up through every caller.
@@ -49,19 +54,20 @@ def bad_request(message: str, field: str) -> Outcome:
     return {"status": 400, "message": message, "field": field}
 
 
-def json_safe(value: Any) -> Any:
+def json_safe(value: Any, dates: bool = False) -> Any:
     """Convert numpy/pandas values to plain JSON types; NaN and infinities become None.
 
-    ``json.dumps`` would otherwise emit ``NaN`` (invalid JSON) or fail on numpy scalars.
+    ``json.dumps`` would otherwise emit ``NaN`` (invalid JSON) or fail on numpy scalars. The one
+    conversion for scripts and the worker (which stores Outcomes and metric points with it):
+    ``dates=True`` keeps ``datetime`` values, which the store keeps as dates; other array-likes (a
+    tensor) go through their ``tolist``/``item``; anything else becomes its ``str``.
     """
     if isinstance(value, Mapping):
-        return {str(key): json_safe(item) for key, item in value.items()}
+        return {str(key): json_safe(item, dates) for key, item in value.items()}
     if isinstance(value, (list, tuple, set)):
-        return [json_safe(item) for item in value]
-    if isinstance(value, np.ndarray):
-        return [json_safe(item) for item in value.tolist()]
-    if isinstance(value, (pd.Series, pd.Index)):
-        return [json_safe(item) for item in value.tolist()]
+        return [json_safe(item, dates) for item in value]
+    if isinstance(value, (np.ndarray, pd.Series, pd.Index)):
+        return [json_safe(item, dates) for item in value.tolist()]
     if isinstance(value, (bool, np.bool_)):
         return bool(value)
     if isinstance(value, (int, np.integer)):
@@ -71,6 +77,16 @@ def json_safe(value: Any) -> Any:
         return number if math.isfinite(number) else None
     if isinstance(value, Path):
         return str(value)
+    if value is None or isinstance(value, str):
+        return value
+    if value is pd.NaT:
+        return None
+    if dates and isinstance(value, datetime):
+        return value
+    for convert in ("tolist", "item"):
+        if callable(getattr(value, convert, None)):
+            return json_safe(getattr(value, convert)(), dates)
+    return str(value)
     if value is None or isinstance(value, str):
         return value
     if value is pd.NaT:

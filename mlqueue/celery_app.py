@@ -70,11 +70,10 @@ def _refuse_without_hq(**_: Any) -> None:
     This is the worker process's entry point, so a configuration error ends it here with its message.
     """
     from mlqueue.errors import ConfigError
+    from mlqueue.machines import check_identity
 
     try:
         get_settings().require_urls()
+        check_identity(get_settings().home)   # a home copied from another computer is refused
     except ConfigError as exc:
         raise SystemExit(str(exc)) from None
-    from mlqueue.machines import check_identity  # a home copied from another computer is refused
-
-    check_identity(get_settings().home)

@@ -17,20 +17,19 @@ import re
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import quote, unquote
 
 import httpx
 
-from mlqueue import names, orders, service
+from mlqueue import names, orders, ranking, service
 from mlqueue.errors import MlqueueError
 from mlqueue.settings import Settings, get_settings
 
 PAGE = 1000
 IDS_PER_REQUEST = 100
-EPOCH = datetime.min.replace(tzinfo=UTC)
 ISO_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?\+00:00$")
 
 
@@ -312,7 +311,7 @@ class HttpClient:
                 rows += [{"jobId": o["jobId"], "state": o["state"], "outcome": None, "job": o.get("job") or {},
                           "createdDate": o.get("createdDate"), "worker": o.get("worker"),
                           "attempts": o.get("attempts", 0)} for o in active]
-        ranked = rank(rows, sort, descending)
+        ranked = ranking.rank_rows(rows, sort, descending)
         return ranked[:limit] if limit else ranked
 
     def status(self) -> dict[str, Any]:
@@ -435,18 +434,6 @@ class HttpClient:
 
     def sweep_stop(self, sweep_id: str) -> dict[str, Any]:
         return self.call("POST", f"/sweeps/{sweep_id}/stop")
-
-
-def rank(rows: list[dict[str, Any]], sort: str, descending: bool) -> list[dict[str, Any]]:
-    """Best first, as ``outcomes.results`` ranks: rows with a numeric ``sort`` in order, the rest newest first."""
-    def value(row: dict[str, Any]) -> float | None:
-        v = (row.get("outcome") or {}).get(sort)
-        return v if isinstance(v, int | float) and not isinstance(v, bool) else None
-
-    scored = sorted((r for r in rows if value(r) is not None), key=value, reverse=descending)  # type: ignore[arg-type]
-    rest = sorted((r for r in rows if value(r) is None), key=lambda r: r["jobId"])  # ties: submission order
-    rest.sort(key=lambda r: r.get("createdDate") or EPOCH, reverse=True)
-    return scored + rest
 
 
 def _chunks(ids: list[str]) -> list[list[str]]:

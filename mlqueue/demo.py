@@ -17,6 +17,8 @@ from pathlib import Path
 
 import click
 
+from mlqueue.errors import MlqueueError, Unreachable
+
 ROOT = Path(__file__).resolve().parent.parent
 DEMO_SWEEP = ROOT / "tasks" / "demo_sweep.yaml"
 DEMO_JOBS = [ROOT / "tasks" / "demo_job.json"]
@@ -49,7 +51,7 @@ def _wait(predicate, timeout: float, what: str, log: Path) -> None:  # type: ign
             return
         time.sleep(0.3)
     tail = log.read_text(errors="replace")[-3000:] if log.exists() else "(no log)"
-    raise SystemExit(f"timed out waiting for {what}; last lines of {log}:\n{tail}")
+    raise Unreachable(f"timed out waiting for {what}; last lines of {log}:\n{tail}")
 
 
 def start(home: Path) -> None:
@@ -145,9 +147,12 @@ def main(home: Path, stop_only: bool) -> None:
     if stop_only:
         stop(home)
         return
-    start(home)
-    push_demo_data(home)
-    run_demo()
+    try:
+        start(home)
+        push_demo_data(home)
+        run_demo()
+    except MlqueueError as exc:   # this command is the demo's entry point: an error ends it with its message
+        raise click.ClickException(str(exc)) from None
     where_to_look(home)
 
 

@@ -29,7 +29,7 @@ import redis
 from pymongo.errors import OperationFailure
 
 from mlqueue import invites, store
-from mlqueue.errors import InvalidInput, MlqueueError, NotFound, Unreachable
+from mlqueue.errors import ConfigError, InvalidInput, MlqueueError, NotFound, Unreachable
 from mlqueue.settings import HOME_CONFIG_NAME, Settings, get_settings, read_json_file
 
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
@@ -101,7 +101,7 @@ def check_identity(home: Path) -> None:
     config = read_json_file(home / HOME_CONFIG_NAME)
     recorded = config.get("machine_fingerprint")
     if recorded and recorded != fingerprint():
-        raise SystemExit(
+        raise ConfigError(
             f"{home / HOME_CONFIG_NAME} holds the credentials of machine {config.get('machine')!r}, which joined "
             "from another computer: every machine needs its own. Get a code on the HQ (`mlqueue invite`) and run "
             "`mlqueue join --code CODE --name NEW-NAME` here; it replaces these credentials.")

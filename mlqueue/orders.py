@@ -18,6 +18,9 @@ steps, so each Job costs the store one write to start, one to finish and one for
 
 Celery messages carry ``(jobId, delivery)``. A new ``delivery`` id is minted for every (re)queue; a
 message whose delivery is not the Order's current one is stale and is acknowledged and ignored.
+
+Over 400 lines on purpose: every move of the state diagram above is here, so that whether two moves can
+both win is answered by reading one file. Reads that are not moves live in ``outcomes`` and ``store/``.
 """
 
 from __future__ import annotations
@@ -131,13 +134,14 @@ def submit(jobs: list[dict[str, Any]], by: str = "cli", settings: Settings | Non
 
     Jobs and Orders are written in batches (one write per collection however many Jobs), and the
     messages are sent only once every Job is stored: all or nothing is queued.
+
+    Jobs arrive checked: their fields (``jobs.validate``) and their datasets (``datasets.require``, done by
+    ``service.submit`` and the sweep driver), so the lifecycle module does not reach up into datasets.
     """
-    from mlqueue import datasets
     from mlqueue.access import require_write
 
     require_write("submit Jobs")
     settings = settings or get_settings()
-    datasets.require(jobs, settings)
     d = store.db(settings)
     created = now()
     docs = [{**{k: v for k, v in job.items() if k != "_id"}, "_id": ObjectId(), "createdDate": created} for job in jobs]
@@ -541,18 +545,13 @@ class OrderError(NotFound):
 
 def get(job_id: str, settings: Settings | None = None) -> dict[str, Any]:
     """The Order of a Job, by full id or unique prefix."""
-    d = store.db(settings)
-    order = d.orders.find_one({"jobId": job_id})
-    if order is None and 4 <= len(job_id) < 24:
-        matches = list(d.orders.find({"jobId": {"$regex": f"^{job_id}"}}).limit(2))
-        if len(matches) == 1:
-            order = matches[0]
-        elif matches:
-            raise OrderError(f"job id prefix {job_id!r} is ambiguous; give more characters")
-    if order is None:
+    matches = store.by_id_or_prefix(store.db(settings).orders, job_id, "jobId")
+    if len(matches) > 1:
+        raise OrderError(f"job id prefix {job_id!r} is ambiguous; give more characters")
+    if not matches:
         raise OrderError(f"no job with id {job_id!r}; `mlqueue results` lists Job ids (first column), "
                          "and a unique prefix of one is enough")
-    return order
+    return matches[0]
 
 
 def cancel(job_id: str, by: str = "cli", settings: Settings | None = None) -> dict[str, Any]:

@@ -21,12 +21,6 @@ from mlqueue.store import workers as worker_store
 BOOKKEEPING = {"_id", "createdDate"}
 
 
-def _objective(row: dict[str, Any], key: str) -> float | None:
-    outcome = row.get("outcome") or {}
-    value = outcome.get(key)
-    return value if isinstance(value, int | float) and not isinstance(value, bool) else None
-
-
 def results(
     settings: Settings | None = None, sort: str = "loss", descending: bool = False,
     state: str | None = None, limit: int | None = None, query: dict[str, Any] | None = None,
@@ -55,12 +49,7 @@ def results(
             "worker": order.get("worker"),
             "attempts": order.get("attempts", 0),
         })
-    scored = [r for r in rows if _objective(r, sort) is not None]
-    unscored = [r for r in rows if _objective(r, sort) is None]
-    scored.sort(key=lambda r: _objective(r, sort), reverse=descending)
-    epoch = datetime.min.replace(tzinfo=UTC)
-    unscored.sort(key=lambda r: r.get("createdDate") or epoch, reverse=True)
-    ordered = scored + unscored
+    ordered = ranking.rank_rows(rows, sort, descending)
     return ordered[:limit] if limit else ordered
 
 
@@ -264,17 +253,22 @@ def _rows_for(d: Any, order_docs: list[dict[str, Any]], jobs: dict[str, dict[str
     return [table_row(order, jobs.get(order["jobId"])) for order in order_docs]
 
 
-def job_detail(job_id: str, settings: Settings | None = None) -> dict[str, Any]:
-    """Everything known about one Job: its fields, its Order (history, metrics, log) and its stored Outcome.
+def order_with_job(job_id: str, settings: Settings | None = None) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """An Order (with ``waiting``: why it is not running) and its Job's fields without ``_id``, or None.
 
-    Raises ``orders.OrderError`` for an unknown id; accepts a unique id prefix like the CLI.
+    The one way to put a Job beside its Order (``job_detail`` for the dashboard, ``service.show``).
+    Raises ``orders.OrderError`` (a ``NotFound``) for an unknown id; a unique id prefix is enough.
     """
     from mlqueue import house
 
-    order = house.with_reason(orders.get(job_id, settings), settings)  # ``waiting``: why it is not running
-    d = store.db(settings)
-    job = job_store.get(order["jobId"], settings)
-    outcome = d.outcomes.find_one({"jobId": order["jobId"]}, {"_id": 0}) or order.get("outcome")
+    order = house.with_reason(orders.get(job_id, settings), settings)
+    return order, job_store.get(order["jobId"], settings, {"_id": 0})
+
+
+def job_detail(job_id: str, settings: Settings | None = None) -> dict[str, Any]:
+    """Everything known about one Job: its fields, its Order (history, metrics, log) and its stored Outcome."""
+    order, job = order_with_job(job_id, settings)
+    outcome = store.db(settings).outcomes.find_one({"jobId": order["jobId"]}, {"_id": 0}) or order.get("outcome")
     fields = {k: v for k, v in (job or {}).items() if k not in BOOKKEEPING}
     return {"jobId": order["jobId"], "job": fields, "order": order, "outcome": outcome}
 

@@ -47,6 +47,7 @@ from celery import signals
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from mlqueue import orders, routing, store
+from mlqueue.errors import ConfigError
 from mlqueue.owner_probes import Probe, probes_for
 from mlqueue.settings import Settings, get_settings
 
@@ -264,13 +265,13 @@ class OwnerWatch:
         log.info("owner watch: state %s (%s)", state or "normal", reason or "owner idle")
 
 
-def policy_or_exit(settings: Settings) -> Policy:
-    """This worker's policy; a bad value stops the worker with what to fix."""
+def policy_of(settings: Settings) -> Policy:
+    """This worker's policy; a bad value is a ``ConfigError`` saying what to fix (the start-up exits on it)."""
     try:
         return Policy.from_settings(settings, **cli_overrides)
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise SystemExit(f"owner policy: {problems} (see `celery -A mlqueue worker --help`, "
+        raise ConfigError(f"owner policy: {problems} (see `celery -A mlqueue worker --help`, "
                          "or the MLQUEUE_WHEN_OWNER_ACTIVE/IDLE_AFTER/HOURS/MAX_PAUSE settings)") from None
 
 
@@ -280,7 +281,7 @@ _watch: OwnerWatch | None = None
 def start(name: str, settings: Settings, consumer: Any, stop: threading.Event) -> OwnerWatch:
     """Start the owner thread of a worker (called once its Celery consumer is ready)."""
     global _watch
-    _watch = OwnerWatch(name, settings, consumer, policy_or_exit(settings))
+    _watch = OwnerWatch(name, settings, consumer, policy_of(settings))
     _watch.start(stop)
     return _watch
 
@@ -319,6 +320,9 @@ def add_worker_options(app: Any) -> None:
             super().__init__(parent, **options)
             cli_overrides.update(when_owner_active=when_owner_active, idle_after=idle_after, hours=hours,
                                  max_pause=max_pause)
-            policy_or_exit(get_settings())
+            try:   # the worker's start-up: a bad policy ends it here, with what to fix
+                policy_of(get_settings())
+            except ConfigError as exc:
+                raise SystemExit(str(exc)) from None
 
     app.steps["worker"].add(OwnerOptions)

@@ -33,6 +33,7 @@ from pathlib import Path
 
 import psutil
 
+from mlqueue.errors import ConfigError
 from mlqueue.settings import Settings
 
 
@@ -256,7 +257,7 @@ def probes_for(settings: Settings) -> list[Probe]:
             return [FileProbe(Path(arg))]
         if kind == "none":
             return []
-        raise SystemExit(f"MLQUEUE_IDLE_PROBE={settings.idle_probe!r}: use file:PATH or none")
+        raise ConfigError(f"MLQUEUE_IDLE_PROBE={settings.idle_probe!r}: use file:PATH or none")
     found = input_probes()
     if settings.owner_cpu_threshold:
         found.append(CpuProbe(settings.owner_cpu_threshold))

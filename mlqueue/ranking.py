@@ -30,6 +30,7 @@ from bson import ObjectId
 
 from mlqueue import store
 from mlqueue.settings import Settings
+from mlqueue.values import is_number
 
 log = logging.getLogger(__name__)
 FILTERABLE = ("state", "status", "reason", "worker")
@@ -40,9 +41,24 @@ MAX_LISTS = 8
 
 def numeric(value: Any) -> float | None:
     """The sort value Mongo would rank as a number (bool, NaN and non-numbers are unranked)."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    if not is_number(value):
         return None
     return None if isinstance(value, float) and math.isnan(value) else float(value)
+
+
+def rank_rows(rows: list[dict[str, Any]], sort: str, descending: bool) -> list[dict[str, Any]]:
+    """"Best first", the one definition every reader uses (``outcomes.results``, the HTTP client).
+
+    Rows whose ``outcome[sort]`` is a number come first, in order, ties by ``jobId``; the rest follow
+    newest first (by ``jobId``, which grows with submission): the order ``Ranking`` pages in too.
+    """
+    def value(row: dict[str, Any]) -> float | None:
+        return numeric((row.get("outcome") or {}).get(sort))
+
+    scored = sorted(((v, row["jobId"], row) for row in rows if (v := value(row)) is not None),
+                    key=lambda item: item[:2], reverse=descending)
+    rest = sorted((row for row in rows if value(row) is None), key=lambda row: row["jobId"], reverse=True)
+    return [row for _, _, row in scored] + rest
 
 
 def _get(doc: dict[str, Any], dotted: str) -> Any:

@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from mlqueue.capabilities import OS_NAMES, canonical
 from mlqueue.errors import InvalidInput
+from mlqueue.values import is_number
 
 OS_ALIASES = {"darwin": "macos", "mac": "macos", "osx": "macos", "win": "windows", "win32": "windows",
               **{k.lower(): v for k, v in OS_NAMES.items()}}
@@ -218,7 +219,7 @@ def satisfies(caps: dict[str, Any], requires: dict[str, Any] | None) -> bool:
 
 def _number(doc: dict[str, Any], key: str, fallback: str | None = None) -> float:
     value = doc.get(key, doc.get(fallback) if fallback else None)
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0.0
+    return float(value) if is_number(value) else 0.0
 
 
 def _version_in(version: Any, specifier: str) -> bool:

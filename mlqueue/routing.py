@@ -29,6 +29,7 @@ from celery import signals
 
 from mlqueue import capabilities, requirements, store
 from mlqueue.settings import Settings, get_settings
+from mlqueue.values import number_or_none
 
 log = logging.getLogger(__name__)
 CLASSES = "requirement_classes"
@@ -71,7 +72,7 @@ def place(job: dict[str, Any], settings: Settings | None = None) -> dict[str, An
     epochs = job.get("epochs")
     return {"requires": merged or None, "requirementClass": requirements.class_name(merged),
             "pinnedWorker": job.get("worker") or None, "placedOn": None,
-            "epochs": epochs if isinstance(epochs, int | float) and not isinstance(epochs, bool) else None}
+            "epochs": number_or_none(epochs)}
 
 
 def learn(order: dict[str, Any], judged: dict[str, Any]) -> dict[str, Any]:

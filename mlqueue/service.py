@@ -31,7 +31,7 @@ from typing import Any
 
 from bson import ObjectId
 
-from mlqueue import house, jobs, live_log, orders, outcomes, scripts, store
+from mlqueue import datasets, house, jobs, live_log, orders, outcomes, scripts, store
 from mlqueue import script_versions as versions
 from mlqueue.errors import Conflict, NotFound
 from mlqueue.models import Order
@@ -49,6 +49,7 @@ def submit(documents: list[Any], by: str, settings: Settings, where: list[str] |
     """
     labels = where or [f"jobs[{i}]" for i in range(len(documents))]
     valid = jobs.validate_all(list(zip(labels, documents, strict=True)), settings)
+    datasets.require(valid, settings)   # a missing dataset refuses them all, before anything is stored
     return orders.submit(valid, by=by, settings=settings)
 
 
@@ -70,12 +71,12 @@ def show(job_id: str, settings: Settings, metrics: int | None = None) -> Order:
 
     ``metrics`` keeps only that many of the latest metric reports (None: all kept).
     """
-    order = find_order(job_id, settings)
+    order, fields = outcomes.order_with_job(job_id, settings)
     order.pop("_id", None)
+    order["job"] = fields
     if metrics is not None:
         order["metrics"] = order.get("metrics", [])[-metrics:] if metrics else []
-    order["job"] = job(order["jobId"], settings)
-    return house.with_reason(order, settings)
+    return order
 
 
 def job_and_state(job_id: str, settings: Settings) -> dict[str, Any]:

@@ -25,6 +25,7 @@ from typing import Any
 
 from mlqueue import store
 from mlqueue.settings import Settings, get_settings
+from mlqueue.values import is_number
 
 RECENT = 2000  # Outcomes looked at (newest first)
 CACHE_SECONDS = 5.0
@@ -71,7 +72,7 @@ def _figure(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _num(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and value > 0
+    return is_number(value) and value > 0
 
 
 def expected_seconds(fig: dict[str, Any] | None, job: dict[str, Any]) -> float | None:

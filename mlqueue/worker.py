@@ -5,15 +5,16 @@ script runs, a watch thread heartbeats the Order, enforces the Job's time limit 
 Order was taken away (cancelled, or presumed lost by the reaper). To stop a script it first raises
 ``JobInterrupted`` inside it; if the script does not return within ``timeout_grace`` the pool process
 kills itself (Celery replaces it, and re-delivers the message, which ``orders.claim`` then ignores).
+
+Over 400 lines because one attempt (claim, run, watch, report, finish) is one story best read in one
+place; what is not part of it lives beside it (``owner``, ``routing``, ``reports``, ``checkpoints``).
 """
 
 from __future__ import annotations
 
 import ctypes
 import io
-import json
 import logging
-import math
 import os
 import shutil
 import signal
@@ -22,15 +23,16 @@ import sys
 import threading
 import time
 import traceback
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from celery import signals
 
+from ml_scripts._common import json_safe
 from mlqueue import artifacts, checkpoints, datasets, metric_lines, names, orders, owner, routing, scripts, speed, store
 from mlqueue import capabilities as machine
 from mlqueue.celery_app import app
+from mlqueue.errors import ConfigError
 from mlqueue.reports import ReportSender
 from mlqueue.settings import Settings, get_settings
 from mlqueue.store import jobs as job_store
@@ -260,7 +262,7 @@ class Attempt:
                                            if ln["stream"] == "stdout")):
                     if "checkpoint" in point and not self._printed_checkpoint(point):
                         continue
-                    if orders.record_metrics(self.order, json_safe(point), self.settings) == "ok":
+                    if orders.record_metrics(self.order, json_safe(point, dates=True), self.settings) == "ok":
                         self.last_metrics = point
             except store.TRANSIENT as exc:
                 log.warning("could not store %d log lines: %s", len(lines), exc)
@@ -288,7 +290,7 @@ class Attempt:
             self._save_checkpoint(checkpoint, metrics.get("epoch"))
             if set(metrics) <= {"epoch", "step"}:   # a checkpoint alone: the epoch's metrics came already
                 return
-        metrics = json_safe(metrics)
+        metrics = json_safe(metrics, dates=True)
         self._answer(self.reports.put(metrics))   # stored in the background; the answer of earlier writes
         self.last_metrics = metrics
 
@@ -385,7 +387,7 @@ def interpret(result: Any) -> tuple[dict[str, Any], str, str]:
         exc = TypeError(f"run() returned {type(result).__name__}, expected a dict of outcome fields "
                         "such as {'status': 200, 'loss': 0.1, 'metric': 0.9}")
         return error_outcome(exc), orders.FAILED, "script returned no outcome"
-    outcome = json_safe(result)
+    outcome = json_safe(result, dates=True)
     outcome.setdefault("status", 200)
     try:
         status = int(outcome["status"])
@@ -404,28 +406,6 @@ def error_outcome(exc: BaseException) -> dict[str, Any]:
     return {"status": 500, "reason": "error", "loss": None, "metric": None,
             "message": f"{type(exc).__name__}: {exc}",
             "error": {"type": type(exc).__name__, "message": str(exc), "traceback": "\n".join(tail)}}
-
-
-def json_safe(value: Any) -> Any:
-    """Make a script's values storable: numpy scalars to numbers, NaN/inf to None, unknowns to str."""
-    if isinstance(value, dict):
-        return {str(k): json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [json_safe(v) for v in value]
-    if isinstance(value, bool) or value is None or isinstance(value, str | datetime):
-        return value
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if hasattr(value, "tolist"):
-        return json_safe(value.tolist())
-    if hasattr(value, "item"):
-        return json_safe(value.item())
-    try:
-        return json.loads(json.dumps(value))
-    except (TypeError, ValueError):
-        return str(value)
 
 
 # --------------------------------------------------------------------------- worker registration
@@ -485,7 +465,10 @@ def _on_worker_ready(sender: Any = None, **_: Any) -> None:
     register(name, settings)
     _life = WorkerLife(name, settings)
     _life.start()
-    owner.start(name, settings, sender, _life.stop)
+    try:
+        owner.start(name, settings, sender, _life.stop)
+    except ConfigError as exc:   # e.g. MLQUEUE_IDLE_PROBE names no probe: the worker's start-up ends here
+        raise SystemExit(str(exc)) from None
     log.info("mlqueue worker %s ready (queue %s, store %s)", name, settings.queue, settings.mongo_db)
 
 

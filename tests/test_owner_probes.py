@@ -11,6 +11,7 @@ import pytest
 from pydantic import ValidationError
 
 from mlqueue import owner_probes
+from mlqueue.errors import ConfigError
 from mlqueue.owner import Policy, decide
 from mlqueue.owner_probes import DevInputProbe, FileProbe, input_probes, probes_for
 from mlqueue.settings import Settings
@@ -53,7 +54,7 @@ def test_this_machines_own_probes_answer_without_failing() -> None:
 def test_the_probe_setting_replaces_or_disables_the_probes_and_refuses_nonsense(tmp_path: Path) -> None:
     assert [type(p) for p in probes_for(Settings(idle_probe=f"file:{tmp_path}/x"))] == [FileProbe]
     assert probes_for(Settings(idle_probe="none")) == []
-    with pytest.raises(SystemExit, match="use file:PATH or none"):
+    with pytest.raises(ConfigError, match="use file:PATH or none"):
         probes_for(Settings(idle_probe="keyboard"))
 
 

@@ -11,6 +11,7 @@ from dash import Input, Output, State, dcc, html
 
 from mlqueue import orders, outcomes
 from mlqueue.dashboard.common import Ctx, empty_figure, figure, fmt, kv_table, message, section, state_badge
+from mlqueue.values import is_number
 
 POLL_MS = 1000
 NOT_CURVES = {"at", "epoch", "fold", "step"}
@@ -29,7 +30,7 @@ def curves(order: dict[str, Any]) -> go.Figure:
         x = point.get("epoch", point.get("step", index))
         fold = point.get("fold")
         for key, value in point.items():
-            if key in NOT_CURVES or not isinstance(value, int | float) or isinstance(value, bool):
+            if key in NOT_CURVES or not is_number(value):
                 continue
             name = f"{key} (fold {fold})" if fold is not None else key
             xs, ys = series.setdefault(name, ([], []))

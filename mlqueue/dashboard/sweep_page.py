@@ -23,6 +23,7 @@ from plotly.subplots import make_subplots
 from mlqueue import orders, outcomes, sweeps
 from mlqueue.dashboard.common import STATE_COLORS, Ctx, empty_figure, figure, message, rounded, section
 from mlqueue.sweeps import driver as sweep_driver
+from mlqueue.values import number_or_none
 
 log = logging.getLogger(__name__)
 _importance_cache: dict[tuple[Any, ...], tuple[dict[str, float], str]] = {}
@@ -78,7 +79,7 @@ def trials_frame(sweep_id: str, objective: str, settings: Any) -> tuple[pd.DataF
         value = outcome.get(objective)
         rows.append({**{k: v for k, v in row["job"].items() if k != "sweepId"}, **chosen.get(row["jobId"], {}),
                      "jobId": row["jobId"], "state": row["state"],
-                     "objective": value if isinstance(value, int | float) and not isinstance(value, bool) else None,
+                     "objective": number_or_none(value),
                      "finishedDate": outcome.get("finishedDate"), "createdDate": row.get("createdDate")})
     return pd.DataFrame(rows), names
 

@@ -35,6 +35,7 @@ import pandas as pd
 
 from mlqueue import orders, outcomes
 from mlqueue.settings import Settings
+from mlqueue.values import is_number
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +70,7 @@ def column_kind(series: pd.Series, sample: int = 2000) -> str:
     if pd.api.types.is_numeric_dtype(series):
         return "number"
     values = series.dropna().head(sample)
-    if len(values) and values.map(lambda v: isinstance(v, int | float) and not isinstance(v, bool)).all():
+    if len(values) and values.map(is_number).all():
         return "number"
     return "text"
 

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import time
 from collections.abc import Callable
 from typing import TypeVar
 
 import gridfs
 import pymongo
+from bson import ObjectId
 from pymongo.collection import Collection
 from pymongo.database import Database
 from pymongo.errors import AutoReconnect, BulkWriteError, ConnectionFailure, ServerSelectionTimeoutError
@@ -97,6 +99,27 @@ def find_in(collection: Collection, field: str, values: list, projection: dict |
     for start in range(0, len(values), IN_CHUNK):
         found.extend(collection.find({field: {"$in": values[start:start + IN_CHUNK]}}, projection))
     return found
+
+
+def by_id_or_prefix(collection: Collection, text: str, field: str = "_id") -> list[dict]:
+    """The document whose id (``field``) is ``text``, else those whose id starts with it (4 to 23 characters).
+
+    The one id-prefix lookup (a Job's Order, a sweep): ``[]`` none, ``[doc]`` found, two documents: the
+    prefix is ambiguous. An ``_id`` holds an ObjectId, which a regex cannot match, so its prefixes are
+    compared on the ids alone (a projection of ``_id`` only).
+    """
+    if field == "_id":
+        exact = collection.find_one({"_id": ObjectId(text)}) if ObjectId.is_valid(text) else None
+    else:
+        exact = collection.find_one({field: text})
+    if exact is not None:
+        return [exact]
+    if not 4 <= len(text) < 24:
+        return []
+    if field != "_id":
+        return list(collection.find({field: {"$regex": f"^{re.escape(text)}"}}).limit(2))
+    ids = [doc["_id"] for doc in collection.find({}, {"_id": 1}) if str(doc["_id"]).startswith(text)][:2]
+    return [doc for i in ids if (doc := collection.find_one({"_id": i})) is not None]
 
 
 def insert_all(collection: Collection, docs: list[dict], what: str, settings: Settings | None = None) -> None:

@@ -18,6 +18,9 @@ metrics to the study's pruner and asks a trial the pruner gives up on to stop (`
 Only the holder of a sweep's lease (a conditional update on ``driverLease``) advances it, so the HQ and
 any number of ``mlqueue sweep --wait`` processes can run drivers at once; telling is claimed on the
 trial record (``told``) before the study hears it, and re-told idempotently after a crash.
+
+Over 400 lines because the lease, the asking, the telling and the pruning share the one step of a
+sweep and its crash cases; the file format is ``sweeps.spec``, the command line ``sweeps.cli``.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ from bson import ObjectId
 from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
-from mlqueue import jobs, orders, store, sweeps
+from mlqueue import datasets, jobs, orders, store, sweeps
 from mlqueue.errors import NotFound
 from mlqueue.settings import Settings, get_settings
 from mlqueue.store import jobs as job_store
@@ -131,17 +134,12 @@ def create(sweep: sweeps.Sweep, text: str, where: str, by: str = "cli", settings
 
 def get(sweep_id: str, settings: Settings | None = None) -> dict[str, Any]:
     """A sweep by full id or unique prefix."""
-    d = store.db(settings)
-    doc = d.sweeps.find_one({"_id": ObjectId(sweep_id)}) if ObjectId.is_valid(sweep_id) else None
-    if doc is None and 4 <= len(sweep_id) < 24:
-        matches = [s for s in d.sweeps.find({}, {"_id": 1}) if str(s["_id"]).startswith(sweep_id)][:2]
-        if len(matches) > 1:
-            raise SweepNotFound(f"sweep id prefix {sweep_id!r} is ambiguous; give more characters")
-        if matches:
-            doc = d.sweeps.find_one({"_id": matches[0]["_id"]})
-    if doc is None:
+    matches = store.by_id_or_prefix(store.db(settings).sweeps, sweep_id)
+    if len(matches) > 1:
+        raise SweepNotFound(f"sweep id prefix {sweep_id!r} is ambiguous; give more characters")
+    if not matches:
         raise SweepNotFound(f"no sweep with id {sweep_id!r}; `mlqueue sweep list` shows them")
-    return doc
+    return matches[0]
 
 
 def spec_of(doc: dict[str, Any]) -> sweeps.Sweep:
@@ -493,6 +491,7 @@ class Driver:
 
     def _submit(self, ctx: _Context, record: dict[str, Any], job: dict[str, Any]) -> None:
         try:
+            datasets.require([job], self.settings)
             [job_id] = orders.submit([job], by=self.owner, settings=self.settings)
         except jobs.JobError as exc:   # e.g. its dataset was deleted meanwhile
             self._note_error(ctx, f"trial {record['trialNumber']} could not be queued: {exc}")
