@@ -50,6 +50,7 @@ from mlqueue import orders, routing, store
 from mlqueue.errors import ConfigError
 from mlqueue.owner_probes import Probe, probes_for
 from mlqueue.settings import Settings, get_settings
+from mlqueue.store import workers as worker_store
 
 log = logging.getLogger(__name__)
 HOURS_RE = re.compile(r"^([01]?\d|2[0-3]):([0-5]\d)-([01]?\d|2[0-3]):([0-5]\d)$")
@@ -169,7 +170,7 @@ class OwnerWatch:
         return None
 
     def tick(self) -> None:
-        worker = store.db(self.settings).workers.find_one({"name": self.name}, {"control": 1}) or {}
+        worker = worker_store.by_name(self.name, self.settings, ("control",)) or {}
         hq_action = (worker.get("control") or {}).get("action")
         owner = self.owner_reason() if self.policy.when_owner_active != "ignore" else None
         mode, state, reason = decide(self.policy, hq_action, owner, self.policy.outside_hours(datetime.now()))
@@ -259,8 +260,7 @@ class OwnerWatch:
     def _publish(self, state: str | None, reason: str | None) -> None:
         if self.published == (state, reason):
             return
-        store.db(self.settings).workers.update_one(
-            {"name": self.name}, {"$set": {"state": state, "stateReason": reason, "stateSince": orders.now()}})
+        worker_store.set_owner_state(self.name, state, reason, self.settings)
         self.published = (state, reason)
         log.info("owner watch: state %s (%s)", state or "normal", reason or "owner idle")
 

@@ -20,7 +20,6 @@ import logging
 import os
 import socket
 import time
-from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ from celery import signals
 
 from mlqueue import capabilities, requirements, store
 from mlqueue.settings import Settings, get_settings
+from mlqueue.store import workers as worker_store
 from mlqueue.values import number_or_none
 
 log = logging.getLogger(__name__)
@@ -112,9 +112,7 @@ def announce(new_orders: list[dict[str, Any]], settings: Settings | None = None)
         store.durable(lambda name=name, requires=requires: d[CLASSES].update_one(
             {"_id": name}, {"$setOnInsert": {"requires": requires, "firstSeen": time.time()}}, upsert=True),
             "store requirement class", settings)
-    fresh = datetime.now(UTC) - timedelta(seconds=3 * settings.heartbeat_every)
-    workers = list(d.workers.find({"online": True, "lastHeartbeat": {"$gte": fresh}},
-                                  {"name": 1, "capabilities": 1, "queues": 1, "refused": 1}))
+    workers = worker_store.alive(settings, ("name", "capabilities", "queues", "refused"))
     for name, requires in classes.items():
         queue = class_queue(settings.queue, name)
         targets = [w["name"] for w in workers
@@ -138,7 +136,7 @@ def tell(workers: list[str], command: str, queue: str, settings: Settings, reply
         return []
     answered = [name for r in (replies or []) for name in r]
     if answered and command == "add_consumer":
-        store.db(settings).workers.update_many({"name": {"$in": answered}}, {"$addToSet": {"queues": queue}})
+        worker_store.add_queue(answered, queue, settings)
     return answered
 
 
@@ -163,11 +161,10 @@ class Subscriptions:
 
     def wanted(self) -> set[str]:
         """Every queue this worker should consume now."""
-        d = store.db(self.settings)
-        me = d.workers.find_one({"name": self.name}, {"refused": 1}) or {}
+        me = worker_store.by_name(self.name, self.settings, ("refused",)) or {}
         refused = me.get("refused") or {}
         wanted = self.base_queues()
-        classes = list(d[CLASSES].find({}))
+        classes = list(store.db(self.settings)[CLASSES].find({}))
         self.known_classes = len(classes)
         for doc in classes:
             if doc["_id"] in refused:
@@ -193,14 +190,12 @@ class Subscriptions:
         self.detected_at = time.monotonic()
 
     def publish(self) -> None:
-        store.db(self.settings).workers.update_one(
-            {"name": self.name},
-            {"$set": {"name": self.name, "capabilities": self.caps, "queues": sorted(self.queues)}}, upsert=True)
+        worker_store.publish_routing(self.name, self.caps, sorted(self.queues), self.settings)
 
     def start(self, worker: Any) -> None:
         """At ``celeryd_after_setup``: publish capabilities, forget old refusals, select this worker's queues."""
         self.detect()
-        store.db(self.settings).workers.update_one({"name": self.name}, {"$unset": {"refused": ""}})
+        worker_store.forget_refusals(self.name, self.settings)
         self.queues = self.wanted()
         for queue in sorted(self.queues):
             worker.app.amqp.queues.select_add(queue)
@@ -229,7 +224,7 @@ class Subscriptions:
         self.publish()
 
     def _refused_changed(self) -> bool:
-        me = store.db(self.settings).workers.find_one({"name": self.name}, {"refused": 1}) or {}
+        me = worker_store.by_name(self.name, self.settings, ("refused",)) or {}
         refused = {class_queue(self.settings.queue, c) for c in (me.get("refused") or {})}
         return bool(refused & self.queues)
 
@@ -240,8 +235,7 @@ def refuse(worker: str, order: dict[str, Any], why: str, settings: Settings) -> 
     if not requirement_class or order.get("pinnedWorker") or order.get("placedOn"):
         return
     queue = class_queue(settings.queue, requirement_class)
-    store.db(settings).workers.update_one(
-        {"name": worker}, {"$set": {f"refused.{requirement_class}": why[:300]}, "$pull": {"queues": queue}})
+    worker_store.refuse(worker, requirement_class, why, queue, settings)
     tell([worker], "cancel_consumer", queue, settings, reply=False)
     log.warning("worker %s stops taking %s until restarted: %s", worker, requirement_class, why)
 

@@ -20,11 +20,12 @@ from __future__ import annotations
 
 import statistics
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from mlqueue import store
 from mlqueue.settings import Settings, get_settings
+from mlqueue.store import workers as worker_store
 from mlqueue.values import is_number
 
 RECENT = 2000  # Outcomes looked at (newest first)
@@ -110,9 +111,7 @@ def _online_workers(settings: Settings) -> list[dict[str, Any]]:
     cached = _online.get(key)
     if cached and time.monotonic() - cached[0] < CACHE_SECONDS:
         return cached[1]
-    fresh = datetime.now(UTC) - timedelta(seconds=3 * settings.heartbeat_every)
-    found = list(store.db(settings).workers.find({"online": True, "lastHeartbeat": {"$gte": fresh}},
-                                                 {"_id": 0, "name": 1, "queues": 1}))
+    found = worker_store.alive(settings, ("name", "queues"))
     _online[key] = (time.monotonic(), found)
     return found
 
@@ -199,8 +198,7 @@ def unstrand(settings: Settings) -> int:
                                  "state": 1}))
     if not placed:
         return 0
-    fresh = datetime.now(UTC) - timedelta(seconds=3 * settings.heartbeat_every)
-    alive = {w["name"] for w in d.workers.find({"online": True, "lastHeartbeat": {"$gte": fresh}}, {"name": 1})}
+    alive = {w["name"] for w in worker_store.alive(settings)}
     moved = 0
     for order in placed:
         if order["placedOn"] not in alive:

@@ -36,6 +36,7 @@ from mlqueue.errors import ConfigError
 from mlqueue.reports import ReportSender
 from mlqueue.settings import Settings, get_settings
 from mlqueue.store import jobs as job_store
+from mlqueue.store import workers as worker_store
 
 log = logging.getLogger(__name__)
 TRACEBACK_LINES = 25
@@ -418,14 +419,8 @@ def capabilities() -> dict[str, Any]:
 
 
 def register(name: str, settings: Settings | None = None) -> None:
-    d = store.db(settings)
-    store.durable(lambda: d.workers.update_one(
-        {"name": name},
-        {"$set": {"name": name, "nodeName": name, "host": socket.gethostname(), "pid": os.getpid(),
-                  "capabilities": capabilities(), "online": True, "startedDate": orders.now(),
-                  "lastHeartbeat": orders.now()},
-         "$setOnInsert": {"firstSeen": orders.now()}},
-        upsert=True), "register worker", settings)
+    worker_store.register(name, {"nodeName": name, "host": socket.gethostname(), "pid": os.getpid(),
+                                 "capabilities": capabilities()}, settings)
 
 
 class WorkerLife:
@@ -445,8 +440,7 @@ class WorkerLife:
     def _beat(self) -> None:
         while not self.stop.wait(self.settings.heartbeat_every):
             try:
-                store.db(self.settings).workers.update_one(
-                    {"name": self.name}, {"$set": {"lastHeartbeat": orders.now(), "online": True}})
+                worker_store.heartbeat(self.name, self.settings)
                 if routing.subscriptions():
                     routing.subscriptions().refresh()  # new requirement classes, changed capabilities
             except store.TRANSIENT as exc:
@@ -478,8 +472,7 @@ def _on_worker_shutdown(sender: Any = None, **_: Any) -> None:
         return
     _life.stop.set()
     try:
-        store.db(_life.settings).workers.update_one(
-            {"name": _life.name}, {"$set": {"online": False, "stoppedDate": orders.now()}})
+        worker_store.goodbye(_life.name, _life.settings)
     except store.TRANSIENT:
         pass
 

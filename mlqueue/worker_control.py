@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from mlqueue import orders, store
+from mlqueue import orders
 from mlqueue.errors import InvalidInput, NotFound
 from mlqueue.settings import Settings
 from mlqueue.store import workers as worker_store
@@ -49,9 +49,8 @@ def command(name: str, action: Action, by: str = "cli", settings: Settings | Non
     if action not in ACTIONS:
         raise InvalidInput(f"unknown action {action!r}; use one of {', '.join(ACTIONS)}")
     worker = find(name, settings)
-    update: dict[str, Any] = ({"$unset": {"control": ""}} if action == "resume" else
-                              {"$set": {"control": {"action": action, "by": by, "at": orders.now()}}})
-    store.db(settings).workers.update_one({"name": worker["name"]}, update)
+    control = None if action == "resume" else {"action": action, "by": by, "at": orders.now()}
+    worker_store.set_control(worker["name"], control, settings)
     return {"worker": worker["name"], "action": action,
             "message": f"{worker['name']}: {action} requested by {by}; the worker acts within a few seconds"}
 

@@ -12,15 +12,15 @@ from __future__ import annotations
 import json
 import re
 import secrets
-from datetime import timedelta
 from typing import Any
 
 import dash
 from dash import Input, Output, State, dcc, html
 
-from mlqueue import orders, script_versions, scripts, service, store
+from mlqueue import script_versions, scripts, service
 from mlqueue.dashboard.common import Ctx, message
 from mlqueue.errors import MlqueueError
+from mlqueue.store import workers as worker_store
 
 ANY_MACHINE = ""
 SWEEP_TEMPLATE = """name: {name}-sweep
@@ -52,9 +52,7 @@ def version_options(found: list[dict[str, Any]]) -> list[dict[str, str]]:
 
 def machine_options(ctx: Ctx) -> list[dict[str, str]]:
     """"Any free machine", then every online worker (heartbeat fresh) by name."""
-    fresh = orders.now() - timedelta(seconds=3 * ctx.settings.heartbeat_every)
-    online = store.db(ctx.settings).workers.find({"online": True, "lastHeartbeat": {"$gte": fresh}},
-                                                 {"name": 1, "_id": 0}).sort("name", 1)
+    online = worker_store.alive(ctx.settings)
     return [{"label": "any free machine", "value": ANY_MACHINE}] + [{"label": w["name"], "value": w["name"]}
                                                                     for w in online]
 

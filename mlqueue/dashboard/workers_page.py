@@ -25,6 +25,7 @@ from mlqueue.capabilities import gpu_label
 from mlqueue.dashboard.common import Ctx, empty_figure, figure, message, state_badge
 from mlqueue.dashboard.job_page import curves
 from mlqueue.errors import MlqueueError
+from mlqueue.store import workers as worker_store
 
 ML_SHOWN = ("tensorflow", "torch", "scikit-learn", "xgboost")
 QUEUED_EVERY = 10.0
@@ -49,7 +50,7 @@ def worker_rows(ctx: Ctx) -> list[dict[str, Any]]:
     stats = ctx.table.worker_stats()
     now = orders.now()
     rows = []
-    for worker in store.db(ctx.settings).workers.find({}, {"_id": 0}).sort("name", 1):
+    for worker in worker_store.listing(ctx.settings):
         caps = worker.get("capabilities") or {}
         first = worker.get("firstSeen") or worker.get("startedDate")
         beat = worker.get("lastHeartbeat")
@@ -101,7 +102,7 @@ def machines(ctx: Ctx) -> list[dict[str, Any]]:
     last = last_jobs(ctx)
     figures = speed.figures(ctx.settings)
     out = []
-    for worker in d.workers.find({}, {"_id": 0}).sort("name", 1):
+    for worker in worker_store.listing(ctx.settings):
         name, beat = worker["name"], worker.get("lastHeartbeat")
         alive = bool(worker.get("online")) and isinstance(beat, datetime) and now - beat < fresh
         job = held.get(name) or last.get(name)
