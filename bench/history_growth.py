@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import secrets
 import statistics
 import sys
 import tempfile
@@ -22,7 +21,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
-RESULTS = ROOT / "bench" / "results" / "history_growth.json"
+
+from bench import harness  # noqa: E402
+
+RESULTS = harness.results_path("history_growth")
 
 
 def main() -> None:
@@ -35,20 +37,12 @@ def main() -> None:
     from api_latency import insert
 
     from mlqueue import orders, store, worker
-    from mlqueue.servers import MongoServer, RedisServer
-    from mlqueue.settings import reload_settings
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        rs = RedisServer(tmp / "redis", tmp / "redis.log", password=secrets.token_hex(8)).start()
-        ms = MongoServer(tmp / "mongo", tmp / "mongo.log").start()
-        try:
-            os.environ.update({"MLQUEUE_HOME": str(tmp / "home"), "MLQUEUE_BROKER_URL": rs.url,
-                               "MLQUEUE_MONGO_URL": ms.url, "MLQUEUE_MONGO_DB": "bench", "MLQUEUE_QUEUE": "bench"})
-            settings = reload_settings()
-            store.forget_clients()
-            store.ensure_indexes(settings)
+        with harness.servers(tmp) as (rs, ms):
+            settings = harness.connect(harness.mlqueue_env(tmp / "home", rs, ms))
             d = store.db(settings)
             reaper = orders.Reaper("bench-reaper", settings)
             reaper.watching_since -= settings.lost_after
@@ -73,16 +67,12 @@ def main() -> None:
                 rows.append({"stored_jobs": target, "ms_per_job": round(per_job, 1),
                              "reaper_sweep_ms": round(statistics.median(sweeps), 1)})
                 print(rows[-1], flush=True)
-        finally:
-            ms.stop()
-            rs.stop()
     base = rows[0]
     for row in rows:
         row["ratio_per_job"] = round(row["ms_per_job"] / base["ms_per_job"], 2)
         row["ratio_sweep"] = round(row["reaper_sweep_ms"] / max(base["reaper_sweep_ms"], 0.1), 2)
     print(json.dumps(rows, indent=2))
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({"steps": rows, "load": os.getloadavg()}, indent=2) + "\n")
+    harness.save(RESULTS, {"steps": rows, "load": os.getloadavg()})
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import secrets
 import sys
 import tempfile
 import threading
@@ -25,7 +24,10 @@ import redis
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-RESULTS = ROOT / "bench" / "results" / "idle_workers.json"
+
+from bench import harness  # noqa: E402
+
+RESULTS = harness.results_path("idle_workers")
 
 
 def idle_worker(i: int, settings: object, stop: threading.Event) -> None:
@@ -56,19 +58,11 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=50)
     parser.add_argument("--seconds", type=float, default=60)
     args = parser.parse_args()
-    from mlqueue import store
-    from mlqueue.servers import MongoServer, RedisServer
-    from mlqueue.settings import reload_settings
 
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        rs = RedisServer(tmp / "redis", tmp / "redis.log", password=secrets.token_hex(8)).start()
-        ms = MongoServer(tmp / "mongo", tmp / "mongo.log").start()
-        try:
-            os.environ.update({"MLQUEUE_HOME": str(tmp / "home"), "MLQUEUE_BROKER_URL": rs.url,
-                               "MLQUEUE_MONGO_URL": ms.url, "MLQUEUE_MONGO_DB": "bench", "MLQUEUE_QUEUE": "bench"})
-            settings = reload_settings()
-            store.ensure_indexes(settings)
+        with harness.servers(tmp) as (rs, ms):
+            settings = harness.connect(harness.mlqueue_env(tmp / "home", rs, ms))
             procs = [psutil.Process(rs.process.pid), psutil.Process(ms.process.pid)]
             before = cpu_seconds(procs)
             time.sleep(args.seconds)
@@ -87,17 +81,13 @@ def main() -> None:
             stop.set()
             for t in threads:
                 t.join(5)
-        finally:
-            ms.stop()
-            rs.stop()
     figures = {"workers": args.workers, "seconds": args.seconds,
                "servers_cpu_share_no_workers": round(idle_share, 3),
                "servers_cpu_share_with_workers": round(share, 3),
                "per_worker_cpu_share": round((share - idle_share) / args.workers, 4), **memory,
                "load": os.getloadavg()}
     print(json.dumps(figures, indent=2))
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(figures, indent=2) + "\n")
+    harness.save(RESULTS, figures)
 
 
 if __name__ == "__main__":

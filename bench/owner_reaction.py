@@ -16,11 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import secrets
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -29,7 +25,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-RESULTS = ROOT / "bench" / "results" / "owner_reaction.json"
+
+from bench import harness  # noqa: E402
+
+RESULTS = harness.results_path("owner_reaction")
 IDLE_AFTER = 3.0
 TARGET_SECONDS = 2.0
 
@@ -41,30 +40,18 @@ def history_since(db: object, job_id: str, prefix: str, since: datetime) -> date
 
 
 def wait(predicate: object, timeout: float = 30.0) -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise SystemExit("timed out: see the worker log")
+    return harness.wait_until(predicate, timeout, "the worker: see the worker log", every=0.02)
 
 
 def run(cycles: int, tmp: Path, env: dict[str, str]) -> dict[str, list[float]]:
     from mlqueue import orders, store
-    from mlqueue.settings import reload_settings
 
-    os.environ.update(env)
-    settings = reload_settings()
-    store.forget_clients()
-    store.ensure_indexes(settings)
+    settings = harness.connect(env)
     db = store.db(settings)
     probe = tmp / "owner-input"
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "mlqueue", "worker", "-c", "1", "-l", "info", "-n", "bench@%h",
-         "--without-mingle", "--without-gossip", "--when-owner-active", "pause", "--idle-after", str(IDLE_AFTER)],
-        cwd=ROOT, env={**env, "MLQUEUE_IDLE_PROBE": f"file:{probe}"}, stdout=open(tmp / "worker.log", "ab"),  # noqa: SIM115
-        stderr=subprocess.STDOUT, start_new_session=True)
+    worker = harness.start_worker({**env, "MLQUEUE_IDLE_PROBE": f"file:{probe}"}, tmp / "worker.log",
+                                  "--when-owner-active", "pause", "--idle-after", str(IDLE_AFTER),
+                                  name="bench@%h", level="info")
     reaction: list[float] = []
     back: list[float] = []
     try:
@@ -81,11 +68,7 @@ def run(cycles: int, tmp: Path, env: dict[str, str]) -> dict[str, list[float]]:
             back.append((resumed - touched).total_seconds())
         orders.cancel(job_id, settings=settings)
     finally:
-        os.killpg(worker.pid, signal.SIGTERM)
-        try:
-            worker.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(worker.pid, signal.SIGKILL)
+        harness.stop_worker(worker)
     return {"reaction": reaction, "back": back}
 
 
@@ -93,20 +76,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cycles", type=int, default=8)
     args = parser.parse_args()
-    from mlqueue.servers import MongoServer, RedisServer
 
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        rs = RedisServer(tmp / "redis", tmp / "redis.log", password=secrets.token_hex(8)).start()
-        ms = MongoServer(tmp / "mongo", tmp / "mongo.log").start()
-        try:
-            base = {k: v for k, v in os.environ.items() if not k.startswith("MLQUEUE_")}
-            env = {**base, "MLQUEUE_HOME": str(tmp / "home"), "MLQUEUE_BROKER_URL": rs.url,
-                   "MLQUEUE_MONGO_URL": ms.url, "MLQUEUE_MONGO_DB": "bench", "MLQUEUE_QUEUE": "bench"}
+        with harness.servers(tmp) as (rs, ms):
+            env = harness.child_env(harness.mlqueue_env(tmp / "home", rs, ms))
             times = run(args.cycles, tmp, env)
-        finally:
-            ms.stop()
-            rs.stop()
     figures = {
         "cycles": args.cycles, "idleAfterSeconds": IDLE_AFTER, "targetReactionSeconds": TARGET_SECONDS,
         "reactionSeconds": {"p50": round(statistics.median(times["reaction"]), 3),
@@ -115,8 +90,7 @@ def main() -> None:
         "underTarget": max(times["reaction"]) < TARGET_SECONDS,
     }
     print(json.dumps(figures, indent=2))
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(figures, indent=2) + "\n")
+    harness.save(RESULTS, figures)
     print(f"saved {RESULTS.relative_to(ROOT)}")
 
 

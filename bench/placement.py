@@ -14,7 +14,6 @@ Run: `make bench` or `.venv/bin/python bench/placement.py [--repeats N] [--unit 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import secrets
 import shutil
@@ -29,40 +28,18 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-RESULTS = ROOT / "bench" / "results" / "placement.json"
+
+from bench import harness  # noqa: E402
+
+RESULTS = harness.results_path("placement")
 MACHINES = {"fast": 1, "mid": 2, "slow": 4}
 EPOCHS = [8, 2, 6, 4, 8, 2, 10, 4, 6, 2, 8, 4]  # trial lengths, in epochs (a sweep's trials differ)
 
 
-def wait_until(predicate: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise SystemExit(f"timed out waiting for {what}")
-
-
 def start_workers(env: dict[str, str], home: Path, placement: bool) -> list[subprocess.Popen]:
-    procs = []
-    for name, slowdown in MACHINES.items():
-        log = open(home / f"worker-{name}.log", "ab")  # noqa: SIM115 - owned by the child
-        procs.append(subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "mlqueue", "worker", "-n", f"{name}@%h", "-c", "1", "-l",
-             "warning", "--without-mingle", "--without-gossip"],
-            cwd=ROOT, env={**env, "TOY_SLOWDOWN": str(slowdown), "MLQUEUE_PLACEMENT": str(placement).lower()},
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
-    return procs
-
-
-def stop_workers(procs: list[subprocess.Popen]) -> None:
-    for proc in procs:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(20)
-        except (subprocess.TimeoutExpired, ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
+    return [harness.start_worker({**env, "TOY_SLOWDOWN": str(slowdown), "MLQUEUE_PLACEMENT": str(placement).lower()},
+                                 home / f"worker-{name}.log", name=f"{name}@%h")
+            for name, slowdown in MACHINES.items()]
 
 
 def finished(settings: Any, ids: list[str]) -> list[dict[str, Any]] | None:
@@ -75,30 +52,25 @@ def finished(settings: Any, ids: list[str]) -> list[dict[str, Any]] | None:
 def run_once(placement: bool, unit: float, servers: tuple[Any, Any], tmp: Path) -> dict[str, Any]:
     """One house, one batch: returns makespan and which machine ran how many trials."""
     from mlqueue import orders, speed, store
-    from mlqueue.settings import reload_settings
 
     redis_server, mongo_server = servers
     name = f"place{secrets.token_hex(3)}"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLQUEUE_")}
-    env.update({"MLQUEUE_HOME": str(tmp), "MLQUEUE_BROKER_URL": redis_server.url, "MLQUEUE_MONGO_URL": mongo_server.url,
-                "MLQUEUE_MONGO_DB": name, "MLQUEUE_QUEUE": name, "PYTHONUNBUFFERED": "1"})
-    os.environ.update(env)
-    settings = reload_settings()
-    store.ensure_indexes(settings)
+    env = harness.child_env({**harness.mlqueue_env(tmp, redis_server, mongo_server, name), "PYTHONUNBUFFERED": "1"})
+    settings = harness.connect(env)
     workers = start_workers(env, tmp, placement)
     try:
-        wait_until(lambda: store.db(settings).workers.count_documents({"online": True}) == len(MACHINES), 120,
-                   "workers to register")
+        harness.wait_until(lambda: store.db(settings).workers.count_documents({"online": True}) == len(MACHINES),
+                           120, "workers to register")
         warm = [{"scriptName": "toy", "projectName": "warm-up", "worker": w, "epochs": 2, "sleepSeconds": 2 * unit,
                  "x": float(i)} for w in MACHINES for i in range(2)]
         ids = orders.submit(warm, by="bench", settings=settings)
-        wait_until(lambda: finished(settings, ids), 120, "warm-up jobs")
+        harness.wait_until(lambda: finished(settings, ids), 120, "warm-up jobs")
         time.sleep(speed.CACHE_SECONDS + 1)  # workers' cached speed figures now include the warm-up
         trials = [{"scriptName": "toy", "projectName": "sweep", "epochs": e, "sleepSeconds": e * unit,
                    "x": float(i)} for i, e in enumerate(EPOCHS)]
         started = time.time()
         ids = orders.submit(trials, by="bench", settings=settings)
-        done = wait_until(lambda: finished(settings, ids), 600, "trials")
+        done = harness.wait_until(lambda: finished(settings, ids), 600, "trials")
         makespan = max(o["finishedDate"].timestamp() for o in done) - started
         per_machine = {m: sum(1 for o in done if o["worker"].startswith(f"{m}@")) for m in MACHINES}
         placed = store.db(settings).orders.count_documents({"jobId": {"$in": ids}, "placedOn": {"$ne": None}})
@@ -108,7 +80,7 @@ def run_once(placement: bool, unit: float, servers: tuple[Any, Any], tmp: Path) 
                       f"{o['finishedDate'].timestamp() - started:6.2f}  "
                       f"{[e['why'][:60] for e in o['history'] if 'placed' in e['why'] or 'first' in e['why']]}")
     finally:
-        stop_workers(workers)
+        harness.stop_workers(workers)
         store.client(settings).drop_database(name)
     return {"placement": placement, "makespanSeconds": round(makespan, 2), "trialsPerMachine": per_machine,
             "placed": placed}
@@ -124,11 +96,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--unit", type=float, default=0.25, help="seconds per epoch on the fastest machine")
     args = parser.parse_args()
-    from mlqueue.servers import MongoServer, RedisServer
-
     tmp = Path(tempfile.mkdtemp(prefix="mlqueue-placement-bench-"))
-    redis_server = RedisServer(tmp / "redis", tmp / "redis.log", password=secrets.token_hex(8)).start()
-    mongo_server = MongoServer(tmp / "mongo", tmp / "mongo.log").start()
+    redis_server, mongo_server = harness.start_servers(tmp)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     runs = []
     try:
@@ -147,8 +116,7 @@ def main() -> None:
     report = {"machines": MACHINES, "trialEpochs": EPOCHS, "secondsPerEpochOnFastest": args.unit,
               "idealMakespanSeconds": round(ideal_makespan(args.unit), 2), "firstFreeMakespanSeconds": plain,
               "speedAwareMakespanSeconds": aware, "ratio": round(aware / plain, 3), "runs": runs}
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(report, indent=2) + "\n")
+    harness.save(RESULTS, report)
     print(f"makespan: first-free {plain:.2f}s, speed-aware {aware:.2f}s, ideal {report['idealMakespanSeconds']:.2f}s; "
           f"ratio speed-aware / first-free = {report['ratio']:.3f}")
     print(f"saved {RESULTS.relative_to(ROOT)}")

@@ -12,8 +12,6 @@ from __future__ import annotations
 import argparse
 import collections
 import json
-import os
-import secrets
 import sys
 import tempfile
 import time
@@ -23,7 +21,10 @@ from pymongo import monitoring
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-RESULTS = ROOT / "bench" / "results" / "store_ops.json"
+
+from bench import harness  # noqa: E402
+
+RESULTS = harness.results_path("store_ops")
 WRITES = {"insert", "update", "delete", "findAndModify"}
 
 
@@ -56,19 +57,11 @@ def main() -> None:
     counter = Counter()
     monitoring.register(counter)
     from mlqueue import orders, store, worker
-    from mlqueue.servers import MongoServer, RedisServer
-    from mlqueue.settings import reload_settings
 
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        rs = RedisServer(tmp / "redis", tmp / "redis.log", password=secrets.token_hex(8)).start()
-        ms = MongoServer(tmp / "mongo", tmp / "mongo.log").start()
-        try:
-            os.environ.update({"MLQUEUE_HOME": str(tmp / "home"), "MLQUEUE_BROKER_URL": rs.url,
-                               "MLQUEUE_MONGO_URL": ms.url, "MLQUEUE_MONGO_DB": "bench", "MLQUEUE_QUEUE": "bench"})
-            settings = reload_settings()
-            store.forget_clients()
-            store.ensure_indexes(settings)
+        with harness.servers(tmp) as (rs, ms):
+            settings = harness.connect(harness.mlqueue_env(tmp / "home", rs, ms))
             d = store.db(settings)
             d.probe.insert_one({"_id": 1, "n": 0})
             t = time.perf_counter()
@@ -96,9 +89,6 @@ def main() -> None:
                 worker.execute(job_id, deliveries[job_id], "bench", settings)
             run_s = time.perf_counter() - t
             counter.on = False
-        finally:
-            ms.stop()
-            rs.stop()
     n = args.jobs
     per_job = {k: round(v / n, 2) for k, v in sorted(counter.counts.items())}
     figures = {
@@ -117,8 +107,7 @@ def main() -> None:
         "worker_ms_per_job_in_commits": round(run_s / n * 1000 / commit_ms, 2),
     }
     print(json.dumps(figures, indent=2))
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(figures, indent=2) + "\n")
+    harness.save(RESULTS, figures)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,6 @@ bench/results/sweep_efficiency.json. It starts its own servers and workers and s
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import secrets
 import shutil
@@ -43,7 +42,10 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-RESULTS = ROOT / "bench" / "results" / "sweep_efficiency.json"
+
+from bench import harness  # noqa: E402
+
+RESULTS = harness.results_path("sweep_efficiency")
 TRIALS = 27
 EPOCHS = 27
 
@@ -89,42 +91,8 @@ METHODS[f"tpe+asha x{3 * TRIALS}"] = ASHA
 TRIALS_OF = {f"tpe+asha x{3 * TRIALS}": 3 * TRIALS}
 
 
-def start_servers(base: Path) -> tuple[Any, Any]:
-    from mlqueue.servers import MongoServer, RedisServer
-
-    redis_server = RedisServer(base / "redis", base / "redis.log", password=secrets.token_hex(8)).start()
-    mongo_server = MongoServer(base / "mongo", base / "mongo.log").start()
-    return redis_server, mongo_server
-
-
 def start_workers(n: int, env: dict[str, str], home: Path) -> list[subprocess.Popen]:
-    procs = []
-    for i in range(n):
-        log = open(home / f"worker-{i}.log", "ab")  # noqa: SIM115 - owned by the child
-        procs.append(subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "mlqueue", "worker", "-n", f"bench{i}@%h", "-c", "1", "-l",
-             "warning", "--without-mingle", "--without-gossip"],
-            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
-    return procs
-
-
-def stop_workers(procs: list[subprocess.Popen]) -> None:
-    for proc in procs:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(20)
-        except (subprocess.TimeoutExpired, ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-
-
-def wait_until(predicate: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise SystemExit(f"timed out waiting for {what}")
+    return [harness.start_worker(env, home / f"worker-{i}.log", name=f"bench{i}@%h") for i in range(n)]
 
 
 def warm_up(settings: Any) -> None:
@@ -133,7 +101,7 @@ def warm_up(settings: Any) -> None:
 
     ids = orders.submit([{"scriptName": "sklearn_mlp", "projectName": "warm-up", "epochs": 1}] * 4,
                         by="bench", settings=settings)
-    wait_until(lambda: store.db(settings).orders.count_documents(
+    harness.wait_until(lambda: store.db(settings).orders.count_documents(
         {"jobId": {"$in": ids}, "state": {"$in": list(orders.FINAL)}}) == len(ids), 180, "warm-up jobs")
 
 
@@ -151,8 +119,8 @@ def run_sweep(name: str, seed: int, settings: Any) -> dict[str, Any]:
     started = time.monotonic()
     thread.start()
     d = store.db(settings)
-    wait_until(lambda: d.sweeps.find_one({"_id": sweep_driver.get(sweep_id, settings)["_id"],
-                                          "state": {"$in": list(sweep_driver.FINAL)}}), 1800, f"sweep {name}")
+    harness.wait_until(lambda: d.sweeps.find_one({"_id": sweep_driver.get(sweep_id, settings)["_id"],
+                                                  "state": {"$in": list(sweep_driver.FINAL)}}), 1800, f"sweep {name}")
     wall = time.monotonic() - started
     stop.set()
     thread.join(10)
@@ -314,25 +282,20 @@ def main() -> None:
                         help="comma-separated subset of: " + ", ".join(METHODS) + " (grid is always run)")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="mlqueue-sweep-bench-"))
-    redis_server, mongo_server = start_servers(tmp)
+    redis_server, mongo_server = harness.start_servers(tmp)
     name = f"bench{secrets.token_hex(3)}"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLQUEUE_")}
-    env.update({"MLQUEUE_HOME": str(tmp), "MLQUEUE_BROKER_URL": redis_server.url, "MLQUEUE_MONGO_URL": mongo_server.url,
-                "MLQUEUE_MONGO_DB": name, "MLQUEUE_QUEUE": name, "PYTHONUNBUFFERED": "1"})
+    env = harness.child_env({**harness.mlqueue_env(tmp, redis_server, mongo_server, name), "PYTHONUNBUFFERED": "1"})
     # one worker = one machine: no BLAS thread pools competing for the cores of the other "machine"
     env.update({var: "1" for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")})
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))   # so the workers and servers are stopped too
-    os.environ.update(env)
     from mlqueue import store
-    from mlqueue.settings import reload_settings
 
-    settings = reload_settings()
-    store.ensure_indexes(settings)
+    settings = harness.connect(env)
     workers = start_workers(args.workers, env, tmp)
     runs: list[dict[str, Any]] = []
     try:
-        wait_until(lambda: store.db(settings).workers.count_documents({"online": True}) == args.workers, 120,
-                   "workers to register")
+        harness.wait_until(lambda: store.db(settings).workers.count_documents({"online": True}) == args.workers,
+                           120, "workers to register")
         warm_up(settings)
         names = ["grid"] + [m for m in args.methods.split(",") if m and m != "grid"]
         for repeat in range(args.repeats):
@@ -348,13 +311,12 @@ def main() -> None:
                 runs.append(run)
                 _print_run(repeat, run)
     finally:
-        stop_workers(workers)
+        harness.stop_workers(workers)
         mongo_server.stop()
         redis_server.stop()
         shutil.rmtree(tmp, ignore_errors=True)
     report = summarise(runs, args)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(report, indent=2, default=str) + "\n")
+    harness.save(RESULTS, report, default=str)
     print_table(report)
     print(f"saved {RESULTS.relative_to(ROOT)}")
 

@@ -13,10 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import secrets
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,7 +23,10 @@ import redis
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-RESULTS = ROOT / "bench" / "results" / "throughput.json"
+
+from bench import harness  # noqa: E402
+
+RESULTS = harness.results_path("throughput")
 
 
 def pct(values: list[float], q: float) -> float:
@@ -34,23 +34,9 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
-def start_worker(argv: list[str], env: dict[str, str], cwd: Path, log: Path) -> subprocess.Popen:
-    return subprocess.Popen(argv, cwd=cwd, env=env, stdout=open(log, "ab"), stderr=subprocess.STDOUT,  # noqa: SIM115
-                            start_new_session=True)
-
-
-def stop(proc: subprocess.Popen) -> None:
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(20)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-
-
 def bare_celery(n: int, broker: str, tmp: Path) -> float:
     env = {**os.environ, "BENCH_BROKER_URL": broker}
-    worker = start_worker([sys.executable, "-m", "celery", "-A", "bare_celery", "worker", "-c", "1", "-l", "warning",
-                           "--without-mingle", "--without-gossip"], env, ROOT / "bench", tmp / "bare.log")
+    worker = harness.start_worker(env, tmp / "bare.log", app="bare_celery", cwd=ROOT / "bench")
     sys.path.insert(0, str(ROOT / "bench"))
     os.environ["BENCH_BROKER_URL"] = broker
     import bare_celery as bare
@@ -68,21 +54,16 @@ def bare_celery(n: int, broker: str, tmp: Path) -> float:
     while r.llen("bare") or r.hlen("unacked"):
         time.sleep(0.005)
     elapsed = time.perf_counter() - start
-    stop(worker)
+    harness.stop_worker(worker)
     return n / elapsed
 
 
 def mlqueue_run(n: int, latency_samples: int, env: dict[str, str], tmp: Path) -> dict[str, object]:
     from mlqueue import orders, store
-    from mlqueue.settings import reload_settings
 
-    os.environ.update(env)
-    settings = reload_settings()
-    store.forget_clients()
-    store.ensure_indexes(settings)
+    settings = harness.connect(env)
     db = store.db(settings)
-    worker = start_worker([sys.executable, "-m", "celery", "-A", "mlqueue", "worker", "-c", "1", "-l", "warning",
-                           "-n", "bench@%h", "--without-mingle", "--without-gossip"], env, ROOT, tmp / "worker.log")
+    worker = harness.start_worker(env, tmp / "worker.log", name="bench@%h")
     while not db.workers.find_one({"online": True, "pid": worker.pid}):
         time.sleep(0.1)
     job = {"scriptName": "toy", "x": 1.0}
@@ -116,7 +97,7 @@ def mlqueue_run(n: int, latency_samples: int, env: dict[str, str], tmp: Path) ->
                                              for o in docs),
         "finish_to_next_claim_ms": statistics.mean(gaps),
     }
-    stop(worker)
+    harness.stop_worker(worker)
     return {"jobs_per_s": n / elapsed, "latency_ms": latencies, "gaps_ms": gaps, "phases": phases}
 
 
@@ -125,21 +106,13 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=300)
     parser.add_argument("--latency-samples", type=int, default=60)
     args = parser.parse_args()
-    from mlqueue.servers import MongoServer, RedisServer
 
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        rs = RedisServer(tmp / "redis", tmp / "redis.log", password=secrets.token_hex(8)).start()
-        ms = MongoServer(tmp / "mongo", tmp / "mongo.log").start()
-        try:
-            base = {k: v for k, v in os.environ.items() if not k.startswith("MLQUEUE_")}
-            env = {**base, "MLQUEUE_HOME": str(tmp / "home"), "MLQUEUE_BROKER_URL": rs.url,
-                   "MLQUEUE_MONGO_URL": ms.url, "MLQUEUE_MONGO_DB": "bench", "MLQUEUE_QUEUE": "bench"}
+        with harness.servers(tmp) as (rs, ms):
+            env = harness.child_env(harness.mlqueue_env(tmp / "home", rs, ms))
             bare_rate = bare_celery(args.jobs, rs.url, tmp)
             ours = mlqueue_run(args.jobs, args.latency_samples, env, tmp)
-        finally:
-            ms.stop()
-            rs.stop()
     figures = {
         "jobs": args.jobs,
         "bare_celery_tasks_per_s": round(bare_rate, 1),
@@ -153,8 +126,7 @@ def main() -> None:
         "targets": {"submit_to_start_ms_p50": "< 50", "idle_gap_between_jobs_ms_p50": "< 20"},
     }
     print(json.dumps(figures, indent=2))
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(figures, indent=2) + "\n")
+    harness.save(RESULTS, figures)
     print(f"saved {RESULTS}")
 
 

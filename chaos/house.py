@@ -137,6 +137,10 @@ class House:
             self.wait_registered(worker)
         return worker
 
+    def start_workers(self, n: int) -> list[Worker]:
+        """``n`` workers named w0, w1, ..., each registered before the next starts (every scenario's staff)."""
+        return [self.start_worker(f"w{i}") for i in range(n)]
+
     def wait_registered(self, worker: Worker, timeout: float = 120.0) -> None:
         from datetime import UTC, datetime
 

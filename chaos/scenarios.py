@@ -51,8 +51,7 @@ def kill_storm(root: Path, kills: int = 100, jobs: int = 300, workers: int = 3, 
     house = House(root).start()
     rng = random.Random(18)
     try:
-        for i in range(workers):
-            house.start_worker(f"w{i}")
+        house.start_workers(workers)
         house.submit(jobs, seconds=seconds)
         done = 0
         while done < kills:
@@ -78,8 +77,7 @@ def sleeping_laptops(root: Path, sleeps: int = 8, jobs: int = 40, workers: int =
     house = House(root).start()
     rng = random.Random(7)
     try:
-        for i in range(workers):
-            house.start_worker(f"w{i}")
+        house.start_workers(workers)
         house.submit(jobs // 2, seconds=seconds)
         house.submit(jobs - jobs // 2, seconds=seconds, silent=True)  # no reports: its late result is delivered
         done = 0
@@ -177,8 +175,7 @@ def hq_crash(root: Path, crashes: int = 3, jobs: int = 40, seconds: float = 1.5)
     try:
         config = json.loads((home / "config.json").read_text())
         house.attach(config["broker_url"], config["mongo_url"], reaper=False)  # the HQ runs the reaper
-        for i in range(2):
-            house.start_worker(f"w{i}")
+        house.start_workers(2)
         house.submit(jobs, seconds=seconds)
         for _ in range(crashes):
             wait_until(lambda: _running(house), 120, "a Job to run")
