@@ -87,11 +87,6 @@ def json_safe(value: Any, dates: bool = False) -> Any:
         if callable(getattr(value, convert, None)):
             return json_safe(getattr(value, convert)(), dates)
     return str(value)
-    if value is None or isinstance(value, str):
-        return value
-    if value is pd.NaT:
-        return None
-    return str(value)
 
 
 def require_path(job: Mapping[str, Any], field: str, *, directory: bool = False) -> Path:
