@@ -87,7 +87,8 @@ def summary(ctx: Ctx) -> str:
 def layout(ctx: Ctx, _arg: str | None, query: dict[str, str]) -> html.Div:
     columns = ctx.table.columns()
     shown = default_columns(columns, varying_hyperparameters(ctx, columns, query))
-    filters = [html.Div([html.Label(label), dcc.Dropdown(id=f"jobs-f-{column}", options=ctx.table.values(column),
+    filters = [html.Div([html.Label(label), dcc.Dropdown(id=f"jobs-f-{column}",
+                                                        options=filter_choices(ctx, column, query.get(column)),
                                                         value=query.get(column), placeholder="any")],
                         className="filter") for column, label in QUICK_FILTERS.items()]
     toolbar = html.Div([
@@ -113,6 +114,20 @@ def layout(ctx: Ctx, _arg: str | None, query: dict[str, str]) -> html.Div:
         html.H2("Jobs"), html.Div(summary(ctx), id="jobs-summary", className="summary"), toolbar, grid,
         dcc.Interval(id="jobs-tick", interval=5000),
     ])
+
+
+def filter_choices(ctx: Ctx, column: str, chosen: Any = None) -> list[Any]:
+    """A quick filter's choices: the values in the table, every Order state, and always the one chosen.
+
+    A dropdown clears a value that is not among its choices, and clearing it drops the grid's filter: a
+    view of ``state=unassigned`` showed every Job once the queue ran empty (or while the table was still
+    being read, when it has no values yet).
+    """
+    values = list(ctx.table.values(column))
+    extra = list(orders.STATES) if column == "state" else []
+    if chosen not in (None, ""):
+        extra.append(chosen)
+    return values + sorted({v for v in extra if v not in values}, key=str)
 
 
 def _quick_filter_model(model: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
@@ -187,10 +202,12 @@ def register(ctx: Ctx) -> None:
         return {"content": text, "filename": "mlqueue-jobs.csv", "type": "text/csv", "base64": False}
 
     @app.callback(Output("jobs-summary", "children"), [Output(f"jobs-f-{c}", "options") for c in QUICK_FILTERS],
-                  Input("jobs-tick", "n_intervals"), prevent_initial_call=True)
-    def _summary(_n: int | None) -> tuple[Any, ...]:
+                  Input("jobs-tick", "n_intervals"), [State(f"jobs-f-{c}", "value") for c in QUICK_FILTERS],
+                  prevent_initial_call=True)
+    def _summary(_n: int | None, *chosen: Any) -> tuple[Any, ...]:
         """Counts, and the quick filters' choices (new projects, scripts, sweeps), every few seconds."""
-        return summary(ctx), *(ctx.table.values(column) for column in QUICK_FILTERS)
+        return summary(ctx), *(filter_choices(ctx, column, value)
+                               for column, value in zip(QUICK_FILTERS, chosen, strict=True))
 
     app.clientside_callback(REFRESH, Output("jobs-refresh", "title"), Input("jobs-refresh", "n_clicks"),
                             Input("jobs-tick", "n_intervals"), prevent_initial_call=True)
