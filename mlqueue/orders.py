@@ -35,12 +35,13 @@ from typing import Any
 
 import psutil
 from bson import ObjectId
-from pymongo import ReturnDocument
 
 from mlqueue import environment, routing, speed, store
 from mlqueue.errors import NotFound
 from mlqueue.settings import Settings, get_settings
 from mlqueue.store import jobs as job_store
+from mlqueue.store import orders as order_store
+from mlqueue.store import outcomes as outcome_store
 
 log = logging.getLogger(__name__)
 
@@ -96,12 +97,9 @@ def _move(
     }
     if inc:
         update["$inc"] = inc
-    orders_coll = store.db(settings).orders
     if known is None:
-        return store.durable(
-            lambda: orders_coll.find_one_and_update(query, update, return_document=ReturnDocument.AFTER),
-            f"move order to {to}", settings)
-    result = store.durable(lambda: orders_coll.update_one(query, update), f"move order to {to}", settings)
+        return order_store.update_returning(query, update, settings, f"move order to {to}")
+    result = order_store.update(query, update, settings, f"move order to {to}")
     if result.matched_count != 1:
         return None
     after = {**known, **update["$set"], "history": [*known.get("history", []), *events]}
@@ -112,13 +110,7 @@ def _move(
 
 def _note(job_id: str, by: str, why: str, settings: Settings | None = None) -> None:
     """Add a history line without changing state (ignored duplicates, discarded late results)."""
-    store.durable(
-        lambda: store.db(settings).orders.update_one(
-            {"jobId": job_id}, {"$push": {"history": {"at": now(), "to": None, "by": by, "why": why}}}
-        ),
-        "note order history",
-        settings,
-    )
+    order_store.add_history(job_id, {"at": now(), "to": None, "by": by, "why": why}, settings)
 
 
 def note(job_id: str, by: str, why: str, settings: Settings | None = None) -> None:
@@ -142,12 +134,11 @@ def submit(jobs: list[dict[str, Any]], by: str = "cli", settings: Settings | Non
 
     require_write("submit Jobs")
     settings = settings or get_settings()
-    d = store.db(settings)
     created = now()
     docs = [{**{k: v for k, v in job.items() if k != "_id"}, "_id": ObjectId(), "createdDate": created} for job in jobs]
-    store.insert_all(d.jobs, docs, "store jobs", settings)
+    job_store.insert(docs, settings)
     new_orders = [_new_order(str(doc["_id"]), job, created, by, settings) for doc, job in zip(docs, jobs, strict=True)]
-    store.insert_all(d.orders, new_orders, "store orders", settings)
+    order_store.insert(new_orders, settings)
     routing.announce(new_orders, settings)  # workers that satisfy a new requirement class start consuming it
     enqueue_all([(o["jobId"], o["delivery"], routing.queue_of(o, settings)) for o in new_orders], settings)
     return [o["jobId"] for o in new_orders]
@@ -201,13 +192,7 @@ def enqueue_all(messages: list[tuple[str, str, str | None]], settings: Settings 
     except Exception as exc:  # noqa: BLE001 - no connection at all: every Order waits for the reaper
         log.warning("could not queue %d job(s) now (%s); they stay unassigned and will be re-sent", len(messages), exc)
         return 0
-    stamp = now()
-    for chunk in range(0, len(sent), store.IN_CHUNK):  # delivery ids are unique: exactly the Orders just sent
-        part = sent[chunk:chunk + store.IN_CHUNK]
-        store.db(settings).orders.update_many(
-            {"jobId": {"$in": [j for j, _ in part]}, "delivery": {"$in": [dl for _, dl in part]}},
-            {"$set": {"enqueuedAt": stamp}},
-        )
+    order_store.mark_enqueued(sent, now(), settings)
     return len(sent)
 
 
@@ -269,7 +254,7 @@ def claim(job_id: str, delivery: str, worker: str, settings: Settings | None = N
 
 
 def _read(job_id: str, settings: Settings) -> dict[str, Any] | None:
-    return store.durable(lambda: store.db(settings).orders.find_one({"jobId": job_id}), "read order", settings)
+    return order_store.by_job(job_id, settings, durable=True)
 
 
 def _take(current: dict[str, Any], query: dict[str, Any], worker: str, why: str, settings: Settings,
@@ -321,9 +306,8 @@ def _gate(order: dict[str, Any], state: str = RUNNING) -> dict[str, Any]:
 
 def heartbeat(order: dict[str, Any], settings: Settings | None = None) -> bool:
     """Refresh the Order's heartbeat. False means this attempt no longer owns it (cancelled, reaped)."""
-    result = store.db(settings).orders.update_one(
-        {**_gate(order), "state": {"$in": list(HELD)}}, {"$set": {"heartbeatAt": now()}}
-    )
+    result = order_store.update({**_gate(order), "state": {"$in": list(HELD)}}, {"$set": {"heartbeatAt": now()}},
+                                settings)
     return result.matched_count == 1
 
 
@@ -335,15 +319,11 @@ def record_metrics(order: dict[str, Any], metrics: dict[str, Any] | list[dict[st
     pruner, asked this Job to end early: see ``request_stop``). A point without ``at`` is stamped now.
     """
     points = [{"at": now(), **m} for m in ([metrics] if isinstance(metrics, dict) else metrics)]
-    after = store.durable(
-        lambda: store.db(settings).orders.find_one_and_update(
-            _gate(order),
-            {"$push": {"metrics": {"$each": points, "$slice": -METRICS_KEPT}},
-             "$set": {"latestMetrics": points[-1], "heartbeatAt": now()}},
-            projection={"stopRequested": 1}, return_document=ReturnDocument.AFTER,
-        ),
-        "record metrics",
-        settings,
+    after = order_store.update_returning(
+        _gate(order),
+        {"$push": {"metrics": {"$each": points, "$slice": -METRICS_KEPT}},
+         "$set": {"latestMetrics": points[-1], "heartbeatAt": now()}},
+        settings, "record metrics", projection={"stopRequested": 1},
     )
     if after is None:
         return "lost"
@@ -363,8 +343,7 @@ def set_checkpoint(order: dict[str, Any], pointer: dict[str, Any], progress: boo
     update: dict[str, Any] = {"$set": {"checkpoint": pointer, "heartbeatAt": now()}}
     if progress:
         update["$addToSet"] = {"exemptAttempts": order["attempts"]}
-    result = store.durable(lambda: store.db(settings).orders.update_one(_gate(order), update),
-                           "point order at checkpoint", settings)
+    result = order_store.update(_gate(order), update, settings, "point order at checkpoint")
     return result.matched_count == 1
 
 
@@ -379,8 +358,8 @@ def give_back(order: dict[str, Any], why: str, by: str, settings: Settings | Non
                   set_={"delivery": delivery, "enqueuedAt": None, "worker": None, "pid": None, "pausedBy": None})
     if not moved:
         return False
-    store.db(settings).orders.update_one({"jobId": order["jobId"], "delivery": delivery},
-                                         {"$addToSet": {"exemptAttempts": order["attempts"]}})
+    order_store.update({"jobId": order["jobId"], "delivery": delivery},
+                       {"$addToSet": {"exemptAttempts": order["attempts"]}}, settings)
     enqueue(order["jobId"], delivery, settings, routing.queue_of(order, settings))
     return True
 
@@ -391,7 +370,7 @@ def hold_paused(order: dict[str, Any], why: str, deadline: datetime | None, paus
     update: dict[str, Any] = {"heartbeatAt": now(), "pausedBy": why}
     if deadline:
         update["deadline"] = deadline + timedelta(seconds=paused_for)
-    result = store.db(settings).orders.update_one({**_gate(order), "state": {"$in": list(HELD)}}, {"$set": update})
+    result = order_store.update({**_gate(order), "state": {"$in": list(HELD)}}, {"$set": update}, settings)
     return result.matched_count == 1
 
 
@@ -401,19 +380,20 @@ def resume_paused(order: dict[str, Any], deadline: datetime | None, paused_for: 
     update: dict[str, Any] = {"heartbeatAt": now(), "pausedBy": None}
     if deadline:
         update["deadline"] = deadline + timedelta(seconds=paused_for)
-    store.db(settings).orders.update_one(
+    order_store.update(
         {**_gate(order), "state": {"$in": list(HELD)}},
         {"$set": update, "$push": {"history": {"at": now(), "to": None, "by": by,
-                                               "why": f"resumed after {paused_for:.0f}s paused"}}})
+                                               "why": f"resumed after {paused_for:.0f}s paused"}}}, settings)
 
 
 def append_log(order: dict[str, Any], lines: list[dict[str, Any]], settings: Settings | None = None) -> None:
     """Append a script's output lines to its Order (the last ``LOG_LINES_KEPT`` are kept).
 
     ``logCount`` counts every line ever appended, so readers can number lines (see ``live_log``)."""
-    store.db(settings).orders.update_one(
+    order_store.update(
         {"jobId": order["jobId"], "delivery": order["delivery"]},
         {"$push": {"log": {"$each": lines, "$slice": -LOG_LINES_KEPT}}, "$inc": {"logCount": len(lines)}},
+        settings,
     )
 
 
@@ -422,10 +402,11 @@ def request_stop(job_id: str, why: str, by: str, settings: Settings | None = Non
     from mlqueue.access import require_write
 
     require_write("stop Jobs")
-    result = store.db(settings).orders.update_one(
+    result = order_store.update(
         {"jobId": job_id, "state": {"$in": list(ACTIVE)}, "stopRequested": {"$in": [None, False]}},
         {"$set": {"stopRequested": why},
          "$push": {"history": {"at": now(), "to": None, "by": by, "why": f"stop requested: {why}"}}},
+        settings,
     )
     return result.modified_count == 1
 
@@ -506,12 +487,7 @@ def reroute(order: dict[str, Any], fields: dict[str, Any], why: str, by: str,
 
 def store_outcome(order: dict[str, Any], settings: Settings | None = None) -> None:
     """Copy a final Order's Outcome into ``outcomes`` (idempotent: one per Job, first write wins)."""
-    d = store.db(settings)
-    outcome = order["outcome"]
-    store.durable(
-        lambda: d.outcomes.update_one({"jobId": order["jobId"]}, {"$setOnInsert": outcome}, upsert=True),
-        "store outcome", settings,
-    )
+    outcome_store.insert_once(order["jobId"], order["outcome"], settings)
 
 
 def system_outcome(order: dict[str, Any], reason: str, message: str) -> dict[str, Any]:
@@ -545,7 +521,7 @@ class OrderError(NotFound):
 
 def get(job_id: str, settings: Settings | None = None) -> dict[str, Any]:
     """The Order of a Job, by full id or unique prefix."""
-    matches = store.by_id_or_prefix(store.db(settings).orders, job_id, "jobId")
+    matches = order_store.by_job_or_prefix(job_id, settings)
     if len(matches) > 1:
         raise OrderError(f"job id prefix {job_id!r} is ambiguous; give more characters")
     if not matches:
@@ -633,20 +609,18 @@ class Reaper:
         from mlqueue import checkpoints
 
         counts = {"lost": 0, "timeout": 0, "resent": 0, "repaired": 0, "stranded": 0}
-        d = store.db(self.settings)
         lost_after = self.settings.lost_after
         if time.monotonic() - self.watching_since >= lost_after:
             cutoff = now() - timedelta(seconds=lost_after)
-            for order in d.orders.find({"state": {"$in": list(HELD)}, "heartbeatAt": {"$lt": cutoff}}):
+            for order in order_store.silent(HELD, cutoff, self.settings):
                 counts[self._handle_silent(order)] += 1
         overdue = now() - timedelta(seconds=self.settings.timeout_grace * 3)
-        for order in d.orders.find({"state": RUNNING, "deadline": {"$lt": overdue}}):
+        for order in order_store.past_deadline(RUNNING, overdue, self.settings):
             if _close(order, FAILED, "timeout", f"killed: time limit {order['timeLimit']:g}s exceeded",
                       self.name, self.settings):
                 counts["timeout"] += 1
         unsent_before = now() - timedelta(seconds=max(5.0, self.settings.reap_every))
-        unsent = d.orders.find({"state": UNASSIGNED, "enqueuedAt": None, "updatedDate": {"$lt": unsent_before}},
-                               {"metrics": 0, "history": 0, "log": 0})
+        unsent = order_store.unsent(UNASSIGNED, unsent_before, self.settings)
         counts["resent"] = enqueue_all([(o["jobId"], o["delivery"], routing.queue_of(o, self.settings))
                                         for o in unsent], self.settings)
         counts["repaired"] = self._repair_outcomes()
@@ -667,22 +641,20 @@ class Reaper:
         the history. The first sweep of a ``full_repair`` reaper (the HQ's) compares whole collections,
         once: counting first, the expensive comparison only when the counts differ.
         """
-        d = store.db(self.settings)
         started = now()
-        final = {"state": {"$in": list(FINAL)}}
         if self.repair_since is None:
-            if d.orders.count_documents(final) <= d.outcomes.count_documents({}):
+            if order_store.count_in(FINAL, self.settings) <= outcome_store.count(self.settings):
                 self.repair_since = started - REPAIR_MARGIN
                 return 0
-            ended = [o["jobId"] for o in d.orders.find(final, {"jobId": 1})]
-            stored = set(d.outcomes.distinct("jobId"))
-        else:  # by ``updatedDate`` alone: with the state in the filter the store would scan every final Order
-            changed = d.orders.find({"updatedDate": {"$gte": self.repair_since}}, {"jobId": 1, "state": 1})
-            ended = [o["jobId"] for o in changed if o.get("state") in FINAL]
-            stored = {o["jobId"] for o in store.find_in(d.outcomes, "jobId", ended, {"jobId": 1})}
+            ended = order_store.job_ids_in(FINAL, self.settings)
+            stored = outcome_store.job_ids(self.settings)
+        else:
+            changed = order_store.states_changed_since(self.repair_since, self.settings)
+            ended = [job_id for job_id, state in changed if state in FINAL]
+            stored = outcome_store.job_ids_among(ended, self.settings)
         missing = [job_id for job_id in ended if job_id not in stored]
         repaired = 0
-        for order in store.find_in(d.orders, "jobId", missing, {"metrics": 0, "log": 0, "history": 0}):
+        for order in order_store.by_job_ids(missing, self.settings, order_store.WITHOUT_BULK):
             if order.get("state") in FINAL and order.get("outcome"):
                 store_outcome(order, self.settings)
                 repaired += 1

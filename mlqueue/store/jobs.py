@@ -37,3 +37,8 @@ def by_ids(job_ids: list[str], settings: Settings | None = None) -> dict[str, di
     """
     wanted = [ObjectId(i) for i in dict.fromkeys(job_ids) if isinstance(i, str) and ObjectId.is_valid(i)]
     return {str(j["_id"]): j for j in store.find_in(store.db(settings).jobs, "_id", wanted)} if wanted else {}
+
+
+def insert(docs: list[dict[str, Any]], settings: Settings | None = None) -> None:
+    """Store new Jobs (each with its own ``_id``) in one batch, durably (a retry skips those already written)."""
+    store.insert_all(store.db(settings).jobs, docs, "store jobs", settings)

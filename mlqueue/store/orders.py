@@ -1,0 +1,147 @@
+"""The ``orders`` collection: one document per Job, its lifecycle state and everything a run adds.
+
+Only ``orders.py`` decides how an Order moves (the state diagram, each move one conditional update);
+this module is the one place that queries or updates the collection, so every filter on it (and the
+index it relies on, see ``store.ensure_indexes``) can be found in one file. Readers elsewhere (status,
+the dashboard, routing, the reaper) call a function here named for what it returns.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from datetime import datetime
+from typing import Any
+
+from pymongo import ReturnDocument
+from pymongo.collection import Collection
+from pymongo.results import UpdateResult
+
+from mlqueue import store
+from mlqueue.settings import Settings
+
+WITHOUT_BULK = {"metrics": 0, "history": 0, "log": 0}  # an Order without its growing lists
+
+
+def _orders(settings: Settings | None) -> Collection:
+    return store.db(settings).orders
+
+
+# --------------------------------------------------------------------------- writes (orders.py's moves)
+
+
+def insert(new_orders: list[dict[str, Any]], settings: Settings | None = None) -> None:
+    """Store new Orders in one batch, durably (a retry skips those already written)."""
+    store.insert_all(_orders(settings), new_orders, "store orders", settings)
+
+
+def update(query: dict[str, Any], change: dict[str, Any], settings: Settings | None = None,
+           durable_as: str | None = None) -> UpdateResult:
+    """Apply ``change`` to the one Order matching ``query`` (the caller's condition); its result says
+    whether it matched. ``durable_as`` names the write when it must be retried through a store restart."""
+    def write() -> UpdateResult:
+        return _orders(settings).update_one(query, change)
+
+    return store.durable(write, durable_as, settings) if durable_as else write()
+
+
+def update_returning(query: dict[str, Any], change: dict[str, Any], settings: Settings | None = None,
+                     durable_as: str | None = None,
+                     projection: dict[str, int] | None = None) -> dict[str, Any] | None:
+    """Like ``update``, and the Order as it is after the change (only ``projection``), or None if none matched."""
+    def write() -> dict[str, Any] | None:
+        return _orders(settings).find_one_and_update(query, change, projection=projection,
+                                                     return_document=ReturnDocument.AFTER)
+
+    return store.durable(write, durable_as, settings) if durable_as else write()
+
+
+def add_history(job_id: str, event: dict[str, Any], settings: Settings | None = None) -> None:
+    """Append one history line to the Order of a Job without changing anything else, durably."""
+    update({"jobId": job_id}, {"$push": {"history": event}}, settings, "note order history")
+
+
+def mark_enqueued(sent: list[tuple[str, str]], stamp: datetime, settings: Settings | None = None) -> None:
+    """Stamp ``enqueuedAt`` on the Orders whose messages ``(jobId, delivery)`` were just sent.
+
+    Delivery ids are unique, so the filter matches exactly those Orders; read in ``IN_CHUNK`` pieces.
+    """
+    for chunk in range(0, len(sent), store.IN_CHUNK):
+        part = sent[chunk:chunk + store.IN_CHUNK]
+        _orders(settings).update_many(
+            {"jobId": {"$in": [j for j, _ in part]}, "delivery": {"$in": [dl for _, dl in part]}},
+            {"$set": {"enqueuedAt": stamp}},
+        )
+
+
+# --------------------------------------------------------------------------- reads of one Order
+
+
+def by_job(job_id: str, settings: Settings | None = None, projection: dict[str, Any] | None = None,
+           durable: bool = False) -> dict[str, Any] | None:
+    """The Order of this Job (only ``projection`` if given), or None. ``durable`` retries through a restart."""
+    def read() -> dict[str, Any] | None:
+        return _orders(settings).find_one({"jobId": job_id}, projection)
+
+    return store.durable(read, "read order", settings) if durable else read()
+
+
+def by_job_or_prefix(text: str, settings: Settings | None = None) -> list[dict[str, Any]]:
+    """The Orders whose Job id is ``text`` or starts with it (``store.by_id_or_prefix``: two mean ambiguous)."""
+    return store.by_id_or_prefix(_orders(settings), text, "jobId")
+
+
+def with_delivery(job_id: str, delivery: str, settings: Settings | None = None,
+                  state: str | None = None) -> dict[str, Any] | None:
+    """The Order of this Job if its current delivery is ``delivery`` (and in ``state`` if given), without
+    its growing lists; None for a stale message."""
+    query: dict[str, Any] = {"jobId": job_id, "delivery": delivery}
+    if state is not None:
+        query["state"] = state
+    return _orders(settings).find_one(query, WITHOUT_BULK)
+
+
+# --------------------------------------------------------------------------- reads of many Orders (the reaper)
+
+
+def silent(states: Iterable[str], cutoff: datetime, settings: Settings | None = None) -> Iterator[dict[str, Any]]:
+    """Orders in ``states`` whose last heartbeat is older than ``cutoff``: the reaper's lost candidates
+    (the ``state``+``heartbeatAt`` index)."""
+    return _orders(settings).find({"state": {"$in": list(states)}, "heartbeatAt": {"$lt": cutoff}})
+
+
+def past_deadline(state: str, before: datetime, settings: Settings | None = None) -> Iterator[dict[str, Any]]:
+    """Orders in ``state`` whose deadline passed before ``before``: Jobs over their time limit."""
+    return _orders(settings).find({"state": state, "deadline": {"$lt": before}})
+
+
+def unsent(state: str, before: datetime, settings: Settings | None = None) -> Iterator[dict[str, Any]]:
+    """Orders in ``state`` whose message was never sent (``enqueuedAt`` None) and not touched since
+    ``before``, without their growing lists: what the reaper sends again."""
+    return _orders(settings).find({"state": state, "enqueuedAt": None, "updatedDate": {"$lt": before}},
+                                  WITHOUT_BULK)
+
+
+def count_in(states: Iterable[str], settings: Settings | None = None) -> int:
+    """How many Orders are in one of ``states``."""
+    return _orders(settings).count_documents({"state": {"$in": list(states)}})
+
+
+def job_ids_in(states: Iterable[str], settings: Settings | None = None) -> list[str]:
+    """The Job ids of every Order in one of ``states`` (a scan: the reaper's first full repair only)."""
+    return [o["jobId"] for o in _orders(settings).find({"state": {"$in": list(states)}}, {"jobId": 1})]
+
+
+def states_changed_since(since: datetime, settings: Settings | None = None) -> list[tuple[str, str]]:
+    """``(jobId, state)`` of the Orders updated since ``since``.
+
+    Filtered by ``updatedDate`` alone (an index range): with the state in the filter the store would scan
+    every final Order.
+    """
+    return [(o["jobId"], o.get("state")) for o in
+            _orders(settings).find({"updatedDate": {"$gte": since}}, {"jobId": 1, "state": 1})]
+
+
+def by_job_ids(job_ids: Iterable[str], settings: Settings | None = None,
+               projection: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """The Orders of these Jobs, read ``store.IN_CHUNK`` ids at a time (missing ids are left out)."""
+    return store.find_in(_orders(settings), "jobId", list(job_ids), projection)
