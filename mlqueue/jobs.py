@@ -29,6 +29,7 @@ class JobSpec(BaseModel):
     timeLimit: float | None = Field(default=None, gt=0, description="seconds before the Job is killed")
     maxAttempts: int | None = Field(default=None, ge=1, le=100, description="runs before giving up")
     sweepId: str | None = None
+    pruneSteps: dict[str, Any] | None = Field(default=None, description="set by a sweep: where its pruner decides")
     scriptHash: str | None = Field(default=None, min_length=6, description="pin a pushed script version")
     scriptMode: Literal["module", "subprocess"] | None = None
     scriptArgs: Literal["job", "positional"] | None = None

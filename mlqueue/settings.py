@@ -110,6 +110,7 @@ class Settings(BaseSettings):
     visibility_timeout: float = 7 * 86400.0
     store_retry_for: float = 600.0
     log_flush_interval: float = 0.3  # how often a running script's new output lines reach its Order
+    verdict_timeout: float = 5.0  # longest a sweep trial waits at a rung for its pruner's verdict (verdicts.py)
 
     worker_concurrency: int = 1
 

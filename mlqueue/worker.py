@@ -37,6 +37,7 @@ from mlqueue.reports import ReportSender
 from mlqueue.settings import Settings, get_settings
 from mlqueue.store import jobs as job_store
 from mlqueue.store import workers as worker_store
+from mlqueue.verdicts import Rungs, wake
 
 log = logging.getLogger(__name__)
 TRACEBACK_LINES = 25
@@ -209,6 +210,7 @@ class Attempt:
         self.checkpointed = False
         self.last_metrics: dict[str, Any] = {}
         self.reports: ReportSender | None = None   # made at the first report (see mlqueue.reports)
+        self.rungs: Rungs | None = None    # a sweep trial's pruner steps (see mlqueue.verdicts)
         self.done = threading.Event()
         self.main_thread = threading.get_ident()
         self.started = time.monotonic()
@@ -222,6 +224,7 @@ class Attempt:
         saved = sys.stdout, sys.stderr
         sys.stdout = LogSink(saved[0], "stdout", self.log_lines, self.log_lock)
         sys.stderr = LogSink(saved[1], "stderr", self.log_lines, self.log_lock)
+        self.rungs = Rungs.of(job, self.order)
         try:
             result = module.run(job, self.report)
             outcome, state, why = interpret(result)
@@ -240,6 +243,8 @@ class Attempt:
         if self.stop_reason or outcome is None:
             return self.stop_reason or "interrupted"
         outcome.update(self._timing())
+        if self.rungs and self.rungs.waited:
+            outcome["rungWaits"] = self.rungs.summary()
         if self.workspace:
             outcome = self.workspace.collect(outcome)
             if self.workspace.resumed:
@@ -247,6 +252,8 @@ class Attempt:
         if orders.finish(self.order, state, outcome, why, self.settings) and state == orders.SUCCEEDED and \
                 (self.order.get("checkpoint") or self.checkpointed):  # a Job that kept none costs no lookup
             checkpoints.remove(self.order["jobId"], self.settings)
+        if self.order.get("sweepId"):
+            wake(self.settings)   # the sweep's driver tells it and queues the next trial now
         return state
 
     def flush_log(self) -> None:
@@ -294,6 +301,9 @@ class Attempt:
         metrics = json_safe(metrics, dates=True)
         self._answer(self.reports.put(metrics))   # stored in the background; the answer of earlier writes
         self.last_metrics = metrics
+        if self.rungs and (step := self.rungs.at(metrics)) is not None:   # where the pruner decides: wait
+            self._answer(self.reports.drain())
+            self._answer(self.rungs.wait(step, self.settings))
 
     def _answer(self, answer: str) -> None:
         """The store's answer to this attempt's reports: stop the script if pruned or no longer ours."""

@@ -15,9 +15,11 @@ from typing import Any
 import optuna
 import pytest
 import redis
+from bson import ObjectId
 from conftest import Farm, wait_for
 from optuna.trial import TrialState
 
+from ml_scripts import toy
 from mlqueue import orders, store, sweeps
 from mlqueue.settings import reload_settings
 from mlqueue.sweeps import driver as sweep_driver
@@ -356,6 +358,42 @@ def test_pruning_stops_bad_trials_early_on_their_workers_keeping_their_metrics(f
         assert states[number] == expected
     assert doc["counters"]["pruned"] == len(pruned)
     assert all(t.intermediate_values for t in study.trials)
+
+
+def test_short_trials_wait_for_the_verdict_at_the_pruners_rungs_only_and_are_pruned_there_every_time(
+        farm: Farm, tmp_path: Path) -> None:
+    """4 epochs in 0.04 s, far shorter than the driver's poll: without waiting at the rung they escaped."""
+    farm.start_worker("w1")
+    # reduction factor 100: only the best trial at rung 1 goes on; the study is given that best one first
+    file = write_sweep(tmp_path / "rungs.yaml", method="random", trials=6, parallel=1, epochs=4, sleep=0.04,
+                       early="{method: asha, minResource: 1, reductionFactor: 100}", seed=3)
+    sweep_id = create(farm, file)
+    load_study(farm, sweep_id).enqueue_trial({"x": toy.optimum("x"), "y": toy.optimum("y"), "shape": "flat"})
+    doc = drive(farm, sweep_id)
+    assert doc["state"] == "done" and doc["toldCount"] == 6
+    by_trial = {farm.db.jobs.find_one({"_id": ObjectId(o["jobId"])})["trialNumber"]: o
+                for o in sweep_orders(farm, sweep_id)}
+    job = farm.db.jobs.find_one({"sweepId": sweep_id, "trialNumber": 0})
+    assert job["pruneSteps"] == {"field": "epoch", "steps": [1, 100, 10_000, 1_000_000, 100_000_000]}
+    first = by_trial.pop(0)
+    assert first["state"] == "succeeded" and [m["epoch"] for m in first["metrics"]] == [1, 2, 3, 4]
+    assert first["outcome"]["rungWaits"]["steps"] == [1]          # epochs 2-4 are no rungs: never waited
+    assert first["outcome"]["rungWaits"]["timedOut"] == 0
+    for number, order in by_trial.items():                           # every other trial stopped at rung 1
+        assert order["state"] == "pruned", (number, order["state"], order.get("metrics"))
+        assert [m["epoch"] for m in order["metrics"]] == [1]
+        assert order["outcome"]["rungWaits"] == {**order["outcome"]["rungWaits"], "steps": [1], "timedOut": 0}
+    best_job = sweep_driver.best_job(sweep_id, farm.settings)
+    assert best_job is not None and "pruneSteps" not in best_job[0]
+
+
+def test_a_trial_whose_driver_is_gone_waits_a_bounded_time_at_its_first_rung_then_no_more(farm: Farm) -> None:
+    farm.start_worker("w1", MLQUEUE_VERDICT_TIMEOUT="0.5")
+    [job_id] = farm.submit({"scriptName": "toy", "epochs": 3, "sleepSeconds": 0, "sweepId": "gone",
+                            "pruneSteps": {"field": "epoch", "steps": [1, 2, 3]}})
+    order = farm.wait_final(job_id)
+    assert order["state"] == "succeeded" and len(order["metrics"]) == 3
+    assert order["outcome"]["rungWaits"]["steps"] == [1] and order["outcome"]["rungWaits"]["timedOut"] == 1
 
 
 def test_a_trial_lost_with_its_worker_is_rerun_and_counted_once(farm: Farm, tmp_path: Path) -> None:

@@ -40,7 +40,7 @@ from bson import ObjectId
 from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
-from mlqueue import datasets, jobs, orders, store, sweeps
+from mlqueue import datasets, jobs, orders, store, sweeps, verdicts
 from mlqueue.errors import NotFound
 from mlqueue.settings import Settings, get_settings
 from mlqueue.store import jobs as job_store
@@ -187,7 +187,7 @@ def best_job(sweep_id: str, settings: Settings | None = None) -> tuple[dict[str,
     job = job_store.get(best["jobId"], settings, {"_id": 0, "createdDate": 0})
     if job is None:
         return None
-    for key in ("sweepId", "trialNumber"):
+    for key in ("sweepId", "trialNumber", "pruneSteps"):
         job.pop(key, None)
     return job, best
 
@@ -243,6 +243,7 @@ class _Context:
         self.study = study
         self.id = str(doc["_id"])
         self.refreshed = 0.0   # monotonic time of the last counters/best refresh
+        self.rungs = frozenset(sweep.rung_steps())   # where its trials wait for the pruner's verdict
 
 
 class Driver:
@@ -271,11 +272,13 @@ class Driver:
             ensure_indexes(self.settings)
         except store.TRANSIENT as exc:
             log.warning("sweep driver: store unreachable (%s); will retry", exc)
+        waker = verdicts.Waker(self.settings)   # a worker's rung report or finished trial: step at once
         try:
             while not stop.is_set():
                 self.step_safely()
-                stop.wait(self.poll)
+                waker.wait(stop, self.poll)
         finally:
+            waker.close()
             self.release()
 
     def step_safely(self) -> dict[str, int]:
@@ -538,6 +541,8 @@ class Driver:
             why = f"{es.method} pruner: {metric} {points[-1][1]:.4g} at {step_key} {points[-1][0]} is not promising"
             orders.request_stop(record["jobId"], why, self.owner, self.settings)
             update["stopRequested"] = why
+        if prune or ctx.rungs.intersection(step for step, _ in points):   # the trial waits for this verdict
+            verdicts.send(self.settings, record["jobId"], int(order.get("attempts") or 0), last, prune)
         store.db(self.settings).sweep_trials.update_one({"_id": record["_id"]}, {"$set": update})
         record.update(update)
         return int(prune)

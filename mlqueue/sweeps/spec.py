@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from mlqueue import jobs, scripts
+from mlqueue import jobs, scripts, verdicts
 from mlqueue.settings import Settings, get_settings
 from mlqueue.sweeps.file import JobPath, Loc, Position, Problems, SweepError, add_pydantic, dotted, load_text
 from mlqueue.sweeps.space import (
@@ -177,6 +177,16 @@ class Sweep:
                                                   reduction_factor=es.reductionFactor)
         return optuna.pruners.NopPruner()
 
+    def rung_steps(self) -> list[int]:
+        """The steps where the pruner can decide, so a trial waits for its verdict there and nowhere else
+        (``mlqueue.verdicts``): ASHA's and Hyperband's rungs. The median pruner may decide at any step
+        after its warm-up, so its trials never wait (their pruning comes one report late, as before)."""
+        es = self.file.earlyStopping
+        if es.method not in ("asha", "hyperband"):
+            return []
+        top = es.maxResource if isinstance(es.maxResource, int) else None
+        return verdicts.rung_steps(es.minResource, es.reductionFactor, top)
+
     def trial_job(self, trial: Any, sweep_id: str, number: int) -> tuple[dict[str, Any], dict[str, Any]]:
         """Ask ``trial`` (an Optuna Trial) for every active parameter; return (Job, chosen values)."""
         result = walk(self.space, self.file.base, lambda name, spec: suggest(trial, name, spec))
@@ -187,10 +197,11 @@ class Sweep:
         result = walk(self.space, self.file.base, lambda name, spec: chosen[name])
         return self._finish(result.job, sweep_id, number)
 
-    @staticmethod
-    def _finish(job: dict[str, Any], sweep_id: str, number: int) -> dict[str, Any]:
+    def _finish(self, job: dict[str, Any], sweep_id: str, number: int) -> dict[str, Any]:
         job["sweepId"] = sweep_id
         job["trialNumber"] = number
+        if steps := self.rung_steps():
+            job["pruneSteps"] = {"field": self.file.earlyStopping.step, "steps": steps}
         return job
 
 
@@ -367,7 +378,7 @@ def _check_trial_jobs(sweep: Sweep, problems: Problems, settings: Settings) -> N
         if loc in always_missing:
             problems.add(loc, message)
     for result in walks:
-        job = Sweep._finish(result.job, "0" * 24, 0)
+        job = sweep._finish(result.job, "0" * 24, 0)
         for model, who in ((jobs.JobSpec, "mlqueue"), (params, f"script {script.name}")):
             if model is None:
                 continue
@@ -378,7 +389,7 @@ def _check_trial_jobs(sweep: Sweep, problems: Problems, settings: Settings) -> N
         if problems.found:
             return
     try:
-        jobs.validate(Sweep._finish(walks[0].job, "0" * 24, 0), "trial Job", settings)
+        jobs.validate(sweep._finish(walks[0].job, "0" * 24, 0), "trial Job", settings)
     except jobs.JobError as exc:
         problems.add(("base",), str(exc))
 
