@@ -30,6 +30,7 @@ import os
 import socket
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -412,11 +413,14 @@ def request_stop(job_id: str, why: str, by: str, settings: Settings | None = Non
 
 
 def finish(
-    order: dict[str, Any], to: str, outcome: dict[str, Any], why: str, settings: Settings | None = None
+    order: dict[str, Any], to: str, outcome: dict[str, Any], why: str, settings: Settings | None = None,
+    copy: Callable[[dict[str, Any], Settings | None], None] | None = None,
 ) -> bool:
     """Close this attempt with its final Outcome. False (and nothing written) if it lost the Order.
 
     A failure that is the machine's fault (``environment.judge``) is not final: the Order bounces.
+    ``copy`` writes the Outcome copy (default ``store_outcome``, at once; the worker passes
+    ``deferred.copy_outcome``: the reaper repairs a copy that never comes).
     """
     if to == FAILED and (judged := environment.judge(outcome)):
         return bounce(order, outcome, judged, settings)
@@ -430,7 +434,7 @@ def finish(
         _note(order["jobId"], order.get("worker") or "?",
               f"late result of attempt {order['attempts']} discarded (order no longer held by it)", settings)
         return False
-    store_outcome(done, settings)
+    (copy or store_outcome)(done, settings)
     return True
 
 

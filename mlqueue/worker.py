@@ -29,7 +29,20 @@ from typing import Any
 from celery import signals
 
 from ml_scripts._common import json_safe
-from mlqueue import artifacts, checkpoints, datasets, metric_lines, names, orders, owner, routing, scripts, speed, store
+from mlqueue import (
+    artifacts,
+    checkpoints,
+    datasets,
+    deferred,
+    metric_lines,
+    names,
+    orders,
+    owner,
+    routing,
+    scripts,
+    speed,
+    store,
+)
 from mlqueue import capabilities as machine
 from mlqueue.celery_app import app
 from mlqueue.errors import ConfigError
@@ -168,14 +181,16 @@ class Workspace:
         return {"project": project, "fileName": meta["name"], "sha256": meta["sha256"], "size": meta["size"]}
 
     def cleanup(self) -> None:
-        shutil.rmtree(self.dir, ignore_errors=True)
+        deferred.remove_dir(self.dir)   # in the background: the next Job need not wait for it
 
 
 class LogSink(io.TextIOBase):
     """Tees a script's stdout/stderr to the worker's own stream and, in batches, to the Order's log."""
 
-    def __init__(self, stream: Any, stream_name: str, buffer: list[dict[str, Any]], lock: threading.Lock) -> None:
+    def __init__(self, stream: Any, stream_name: str, buffer: list[dict[str, Any]], lock: threading.Lock,
+                 on_line: Any = None) -> None:
         self.stream, self.stream_name, self.buffer, self.lock = stream, stream_name, buffer, lock
+        self.on_line = on_line  # called after a complete line arrives (the Attempt starts its flusher)
         self.partial = ""
 
     def write(self, text: str) -> int:
@@ -187,6 +202,8 @@ class LogSink(io.TextIOBase):
             self.partial += text
             *lines, self.partial = self.partial.split("\n")
             self.buffer.extend({"at": orders.now(), "stream": self.stream_name, "line": ln[:2000]} for ln in lines)
+        if lines and self.on_line:
+            self.on_line()
         return len(text)
 
     def flush(self) -> None:
@@ -212,6 +229,7 @@ class Attempt:
         self.reports: ReportSender | None = None   # made at the first report (see mlqueue.reports)
         self.rungs: Rungs | None = None    # a sweep trial's pruner steps (see mlqueue.verdicts)
         self.done = threading.Event()
+        self.flusher: threading.Thread | None = None   # started at the script's first output line
         self.main_thread = threading.get_ident()
         self.started = time.monotonic()
         self.deadline = self.started + order["timeLimit"]
@@ -219,11 +237,10 @@ class Attempt:
     def run(self, module: Any, job: dict[str, Any]) -> str:
         watch = threading.Thread(target=self._watch, name="mlqueue-watch", daemon=True)
         watch.start()
-        threading.Thread(target=self._flush_often, name="mlqueue-log-flush", daemon=True).start()
         state, why = orders.FAILED, "script raised an error"
         saved = sys.stdout, sys.stderr
-        sys.stdout = LogSink(saved[0], "stdout", self.log_lines, self.log_lock)
-        sys.stderr = LogSink(saved[1], "stderr", self.log_lines, self.log_lock)
+        sys.stdout = LogSink(saved[0], "stdout", self.log_lines, self.log_lock, self._start_flusher)
+        sys.stderr = LogSink(saved[1], "stderr", self.log_lines, self.log_lock, self._start_flusher)
         self.rungs = Rungs.of(job, self.order)
         try:
             result = module.run(job, self.report)
@@ -249,7 +266,8 @@ class Attempt:
             outcome = self.workspace.collect(outcome)
             if self.workspace.resumed:
                 outcome["resumed"] = checkpoints.describe(self.workspace.resumed, self.order["attempts"])
-        if orders.finish(self.order, state, outcome, why, self.settings) and state == orders.SUCCEEDED and \
+        if orders.finish(self.order, state, outcome, why, self.settings, copy=deferred.copy_outcome) and \
+                state == orders.SUCCEEDED and \
                 (self.order.get("checkpoint") or self.checkpointed):  # a Job that kept none costs no lookup
             checkpoints.remove(self.order["jobId"], self.settings)
         if self.order.get("sweepId"):
@@ -274,6 +292,15 @@ class Attempt:
                         self.last_metrics = point
             except store.TRANSIENT as exc:
                 log.warning("could not store %d log lines: %s", len(lines), exc)
+
+    def _start_flusher(self) -> None:
+        """The live-log thread, started at the first output line: a silent script costs no thread."""
+        if self.flusher is None:
+            with self.log_lock:
+                if self.flusher is not None:
+                    return
+                self.flusher = threading.Thread(target=self._flush_often, name="mlqueue-log-flush", daemon=True)
+            self.flusher.start()
 
     def _flush_often(self) -> None:
         """Live output: a script's lines reach the store within ``log_flush_interval`` (a write only when
@@ -485,6 +512,12 @@ def _on_worker_shutdown(sender: Any = None, **_: Any) -> None:
         worker_store.goodbye(_life.name, _life.settings)
     except store.TRANSIENT:
         pass
+
+
+@signals.worker_process_shutdown.connect
+def _on_pool_process_shutdown(**_: Any) -> None:
+    """Outcome copies still pending are written before a pool process exits (else the reaper does)."""
+    deferred.flush()
 
 
 @signals.worker_process_init.connect
