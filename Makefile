@@ -30,7 +30,7 @@ stop: ## stop what `make run` started
 	apt-get update && apt-get install -y openssh-server
 
 test: $(STAMP) /usr/bin/chromium /usr/sbin/sshd ## the whole test suite against real servers and workers
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist loadfile  # two files at a time: most of a test is waiting on workers
 
 screenshots: $(STAMP) /usr/bin/chromium ## retake docs/screenshots: every dashboard page at 1280x800 (tests/test_dashboard_tour.py)
 	MLQUEUE_SCREENSHOTS=docs/screenshots $(PY) -m pytest -q tests/test_dashboard_tour.py
