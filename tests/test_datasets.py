@@ -47,6 +47,17 @@ def test_cache_downloads_once_and_refetches_a_corrupted_or_partial_copy(farm: Fa
     assert cache.misses == 3 and path.read_text().count("\n") == 51
 
 
+def test_a_dataset_pushed_again_under_its_name_reaches_the_worker_at_once(farm: Farm, tmp_path: Path) -> None:
+    datasets.push(_csv(tmp_path / "d.csv", 10), "p", settings=farm.settings)
+    farm.start_worker("w1")
+    job = {"scriptName": "toy", "projectName": "p", "dataFileName": "d.csv"}
+    [first] = farm.submit(job)
+    assert farm.wait_final(first)["outcome"]["dataRows"] == 11
+    datasets.push(_csv(tmp_path / "d.csv", 20), "p", settings=farm.settings)  # same name, new content
+    [second] = farm.submit(job)
+    assert farm.wait_final(second)["outcome"]["dataRows"] == 21
+
+
 def test_worker_gets_the_data_and_keeps_the_jobs_artifact(farm: Farm, tmp_path: Path) -> None:
     datasets.push(_csv(tmp_path / "d.csv", 10), "p", settings=farm.settings)
     farm.start_worker("w1")
