@@ -39,8 +39,11 @@ def client(settings: Settings | None = None) -> pymongo.MongoClient:
     _, mongo_url = settings.require_urls()
     key = (os.getpid(), mongo_url)
     if key not in _clients:
+        # connectTimeoutMS is also the socket timeout of pymongo's monitor check: when a busy embedded
+        # store (one process, reading 100,000 Orders for a whole-table read) answers that check late,
+        # pymongo cancels every operation in flight, so whole reads failed again and again under load.
         _clients[key] = pymongo.MongoClient(
-            mongo_url, serverSelectionTimeoutMS=5000, connectTimeoutMS=5000, tz_aware=True
+            mongo_url, serverSelectionTimeoutMS=5000, connectTimeoutMS=30000, tz_aware=True
         )
     return _clients[key]
 
