@@ -46,15 +46,16 @@ def varying_hyperparameters(ctx: Ctx, columns: list[tuple[str, str]], query: dic
     """``job.*`` columns whose values differ among the newest Jobs (those the page's filters show)."""
     if not ctx.table.ready:
         return None
-    frame = ctx.table.frame()
-    for column in QUICK_FILTERS:
-        if query.get(column) and column in frame:
-            frame = frame[frame[column].astype("string") == query[column]]
-    recent = frame.sort_values("createdDate", ascending=False).head(VARYING_SAMPLE) if len(frame) else frame
-    distinct = {c: recent[c].dropna().map(_comparable).nunique() for c, _ in columns
-                if c.startswith("job.") and c in recent}
-    # most values first: a search's parameters before a field one odd Job set differently
-    return sorted((c for c, n in distinct.items() if n > 1), key=lambda c: -distinct[c])
+    filters = _quick_filter_model({}, {c: query.get(c) for c in QUICK_FILTERS})  # the rows the grid will show
+
+    def varying(_frame: Any) -> list[str]:
+        recent = ctx.table.newest(filters, VARYING_SAMPLE)
+        distinct = {c: recent[c].dropna().map(_comparable).nunique() for c, _ in columns
+                    if c.startswith("job.") and c in recent}
+        # most values first: a search's parameters before a field one odd Job set differently
+        return sorted((c for c, n in distinct.items() if n > 1), key=lambda c: -distinct[c])
+
+    return ctx.table.memo("varying:" + json.dumps([filters, [c for c, _ in columns]], sort_keys=True), varying)
 
 
 def column_defs(columns: list[tuple[str, str]], shown: list[str]) -> list[dict[str, Any]]:
@@ -78,10 +79,12 @@ def column_defs(columns: list[tuple[str, str]], shown: list[str]) -> list[dict[s
 def summary(ctx: Ctx) -> str:
     if not ctx.table.ready:
         return "Reading the jobs table: the newest Jobs are shown; sorting and filtering follow in a moment."
-    frame = ctx.table.frame()
-    counts = frame["state"].value_counts()
-    parts = [f"{counts.get(s, 0)} {s}" for s in orders.STATES if counts.get(s, 0)]
-    return f"{len(frame)} jobs" + (": " + ", ".join(parts) if parts else "")
+    def text(frame: Any) -> str:
+        counts = frame["state"].value_counts()
+        parts = [f"{counts.get(s, 0)} {s}" for s in orders.STATES if counts.get(s, 0)]
+        return f"{len(frame)} jobs" + (": " + ", ".join(parts) if parts else "")
+
+    return ctx.table.memo("summary", text)
 
 
 def layout(ctx: Ctx, _arg: str | None, query: dict[str, str]) -> html.Div:
