@@ -177,24 +177,34 @@ def enqueue(job_id: str, delivery: str, settings: Settings | None = None, queue:
 
 
 def enqueue_all(messages: list[tuple[str, str, str | None]], settings: Settings | None = None) -> int:
-    """Send the messages ``(jobId, delivery, queue)`` of several Orders, then mark the sent ones in a few
-    writes; returns how many were sent.
+    """Send the messages ``(jobId, delivery, queue)`` of several Orders, marking the sent ones after
+    each ``store.IN_CHUNK`` of them; returns how many were sent.
 
     The mark (``enqueuedAt``) only spares the reaper a re-send: a message sent twice carries the same
-    delivery, and the second one is ignored as a duplicate.
+    delivery, and the second one is ignored as a duplicate. Marking as the batch goes means a process
+    killed midway leaves only its last chunk unmarked, not every message it had sent.
     """
+    settings = settings or get_settings()
+    sent = 0
+    for start in range(0, len(messages), store.IN_CHUNK):
+        try:
+            chunk = _send_chunk(messages[start:start + store.IN_CHUNK], settings)
+        except Exception as exc:  # noqa: BLE001 - no connection at all: these Orders wait for the reaper
+            log.warning("could not queue %d job(s) now (%s); they stay unassigned and will be re-sent",
+                        len(messages) - start, exc)
+            return sent
+        order_store.mark_enqueued(chunk, now(), settings)
+        sent += len(chunk)
+    return sent
+
+
+def _send_chunk(messages: list[tuple[str, str, str | None]], settings: Settings) -> list[tuple[str, str]]:
+    """The ``(jobId, delivery)`` of the messages sent, over one pooled broker connection."""
     from mlqueue.celery_app import app_for
 
-    settings = settings or get_settings()
-    try:
-        with app_for(settings).producer_or_acquire() as producer:  # one broker connection for the batch
-            sent = [(job_id, delivery) for job_id, delivery, queue in messages
-                    if _send(job_id, delivery, queue, settings, producer)]
-    except Exception as exc:  # noqa: BLE001 - no connection at all: every Order waits for the reaper
-        log.warning("could not queue %d job(s) now (%s); they stay unassigned and will be re-sent", len(messages), exc)
-        return 0
-    order_store.mark_enqueued(sent, now(), settings)
-    return len(sent)
+    with app_for(settings).producer_or_acquire() as producer:
+        return [(job_id, delivery) for job_id, delivery, queue in messages
+                if _send(job_id, delivery, queue, settings, producer)]
 
 
 def _send(job_id: str, delivery: str, queue: str | None, settings: Settings, producer: Any) -> bool:

@@ -9,7 +9,7 @@ from datetime import timedelta
 import redis
 from conftest import Farm
 
-from mlqueue import orders
+from mlqueue import orders, store
 
 
 def _queued_messages(farm: Farm) -> int:
@@ -109,6 +109,17 @@ def test_reaper_resends_orders_whose_message_never_reached_the_broker(farm: Farm
                                                          "updatedDate": orders.now() - timedelta(minutes=5)}})
     assert orders.Reaper("r", farm.settings).sweep()["resent"] == 1
     assert _queued_messages(farm) == 1
+
+
+def test_a_batch_is_marked_sent_chunk_by_chunk_as_it_is_sent(farm: Farm) -> None:
+    """A submitter killed midway must not leave every message it sent unmarked (the reapers would re-send
+    them all): each ``IN_CHUNK`` of messages is marked right after it is sent, before the next is sent."""
+    ids = orders.submit([{"scriptName": "toy"}] * (2 * store.IN_CHUNK + 10), settings=farm.settings)
+    assert _queued_messages(farm) == len(ids)
+    stamps = {o["jobId"]: o["enqueuedAt"] for o in farm.db.orders.find({}, {"jobId": 1, "enqueuedAt": 1})}
+    chunks = [{stamps[j] for j in ids[start:start + store.IN_CHUNK]} for start in range(0, len(ids), store.IN_CHUNK)]
+    assert [len(c) for c in chunks] == [1, 1, 1]                      # one mark per chunk...
+    assert max(chunks[0]) < min(chunks[1]) and max(chunks[1]) < min(chunks[2])   # ...in the order they were sent
 
 
 def test_reaper_repairs_an_outcome_that_was_not_copied(farm: Farm) -> None:
