@@ -1,7 +1,8 @@
 """Store operations per Job, counted: what a Job costs the store, independent of machine noise.
 
-Runs the worker's own code path (``worker.execute``) in this process against the embedded store, with
-every MongoDB command counted by name (pymongo command monitoring). Prints per Job: commands by kind,
+Runs the worker's own code path (``worker.execute``, given the Job as its message carries it) in this
+process against the embedded store, with every MongoDB command counted by name (pymongo command
+monitoring), the Outcome copies written after each Job included. Prints per Job: commands by kind,
 writes (each one a commit, fsynced on the embedded store), and the mean time of one commit measured in
 the same run (a bare ``update_one``), so "store work per Job" is writes x commit + reads x read.
 Run: `.venv/bin/python bench/store_ops.py [--jobs N] [--stored N]`.
@@ -50,6 +51,15 @@ class Counter(monitoring.CommandListener):
         pass
 
 
+def carried(job: dict) -> dict:
+    """The Job as its Celery message carries it (``orders.carry``), for a checkout whose worker takes it."""
+    import inspect
+
+    from mlqueue import worker
+
+    return {"carried": job} if "carried" in inspect.signature(worker.execute).parameters else {}
+
+
 def flush_deferred() -> None:
     try:
         from mlqueue import deferred
@@ -94,7 +104,7 @@ def main() -> None:
             counter.micros.clear()
             t = time.perf_counter()
             for job_id in ids:
-                worker.execute(job_id, deliveries[job_id], "bench", settings)
+                worker.execute(job_id, deliveries[job_id], "bench", settings, **carried(job))
             run_s = time.perf_counter() - t
             flush_deferred()  # the Outcome copies written after each Job are still the Job's store work
             counter.on = False

@@ -1,7 +1,8 @@
 """mlqueue's cost per Job, measured against bare Celery on the same Redis, in one run.
 
 Prints and saves (bench/results/throughput.json):
-- jobs/s for N short Jobs through mlqueue (full bookkeeping) vs N bare Celery no-op tasks, and the ratio;
+- jobs/s for N short Jobs through mlqueue (full bookkeeping) vs N bare Celery no-op tasks, and the ratio
+  (also against bare Celery with task events on, which mlqueue keeps for Flower);
 - submit->start latency p50/p95 with an idle worker (Jobs submitted one at a time);
 - the idle gap on a worker between two consecutive Jobs (queue kept full);
 - where the time per Job goes (queue+claim, script load, script run, finish+next fetch).
@@ -34,12 +35,15 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
-def bare_celery(n: int, broker: str, tmp: Path) -> float:
-    env = {**os.environ, "BENCH_BROKER_URL": broker}
+def bare_celery(n: int, broker: str, tmp: Path, events: bool = False) -> float:
+    """Tasks/s of a no-op task on one bare Celery worker; ``events``: with task events, as mlqueue sends them."""
+    env = {**os.environ, "BENCH_BROKER_URL": broker, "BENCH_TASK_EVENTS": "1" if events else "0"}
     worker = harness.start_worker(env, tmp / "bare.log", app="bare_celery", cwd=ROOT / "bench")
     sys.path.insert(0, str(ROOT / "bench"))
     os.environ["BENCH_BROKER_URL"] = broker
     import bare_celery as bare
+
+    bare.app.conf.task_send_sent_event = events
 
     r = redis.Redis.from_url(broker)
     time.sleep(4)
@@ -112,12 +116,15 @@ def main() -> None:
         with harness.servers(tmp) as (rs, ms):
             env = harness.child_env(harness.mlqueue_env(tmp / "home", rs, ms))
             bare_rate = bare_celery(args.jobs, rs.url, tmp)
+            bare_events_rate = bare_celery(args.jobs, rs.url, tmp, events=True)
             ours = mlqueue_run(args.jobs, args.latency_samples, env, tmp)
     figures = {
         "jobs": args.jobs,
         "bare_celery_tasks_per_s": round(bare_rate, 1),
+        "bare_celery_with_task_events_tasks_per_s": round(bare_events_rate, 1),
         "mlqueue_jobs_per_s": round(ours["jobs_per_s"], 1),
         "ratio_mlqueue_vs_bare": round(ours["jobs_per_s"] / bare_rate, 3),
+        "ratio_mlqueue_vs_bare_with_task_events": round(ours["jobs_per_s"] / bare_events_rate, 3),
         "submit_to_start_ms_p50": round(pct(ours["latency_ms"], 0.5), 1),
         "submit_to_start_ms_p95": round(pct(ours["latency_ms"], 0.95), 1),
         "idle_gap_between_jobs_ms_p50": round(pct(ours["gaps_ms"], 0.5), 1),

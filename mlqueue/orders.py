@@ -16,8 +16,9 @@ A worker that can start at once claims and starts in one move (``claim(..., star
 Order goes from unassigned to running in a single conditional update whose history still records both
 steps, so each Job costs the store one write to start, one to finish and one for the Outcome copy.
 
-Celery messages carry ``(jobId, delivery)``. A new ``delivery`` id is minted for every (re)queue; a
-message whose delivery is not the Order's current one is stale and is acknowledged and ignored.
+Celery messages carry ``(jobId, delivery)``, and the Job itself in a header when it is small (``carry``).
+A new ``delivery`` id is minted for every (re)queue; a message whose delivery is not the Order's
+current one is stale and is acknowledged and ignored.
 
 Over 400 lines on purpose: every move of the state diagram above is here, so that whether two moves can
 both win is answered by reading one file. Reads that are not moves live in ``outcomes`` and ``store/``.
@@ -25,6 +26,7 @@ both win is answered by reading one file. Reads that are not moves live in ``out
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
@@ -57,6 +59,7 @@ STATES = ACTIVE + FINAL
 STATUS_FOR_REASON = {"error": 500, "lost": 500, "timeout": 504, "cancelled": 499}
 METRICS_KEPT = 20000
 LOG_LINES_KEPT = 5000
+CARRIED_JOB, CARRIED_JOB_BYTES = "mlqueue_job", 8192  # a Job this small rides in its message's headers
 REPAIR_MARGIN = timedelta(seconds=30)  # a final move stamped this long before a sweep may commit after it
 
 
@@ -141,7 +144,8 @@ def submit(jobs: list[dict[str, Any]], by: str = "cli", settings: Settings | Non
     new_orders = [_new_order(str(doc["_id"]), job, created, by, settings) for doc, job in zip(docs, jobs, strict=True)]
     order_store.insert(new_orders, settings)
     routing.announce(new_orders, settings)  # workers that satisfy a new requirement class start consuming it
-    enqueue_all([(o["jobId"], o["delivery"], routing.queue_of(o, settings)) for o in new_orders], settings)
+    carried = {str(doc["_id"]): {k: v for k, v in doc.items() if k not in ("_id", "createdDate")} for doc in docs}
+    enqueue_all([(o["jobId"], o["delivery"], routing.queue_of(o, settings)) for o in new_orders], settings, carried)
     return [o["jobId"] for o in new_orders]
 
 
@@ -176,9 +180,11 @@ def enqueue(job_id: str, delivery: str, settings: Settings | None = None, queue:
     return enqueue_all([(job_id, delivery, queue)], settings) == 1
 
 
-def enqueue_all(messages: list[tuple[str, str, str | None]], settings: Settings | None = None) -> int:
+def enqueue_all(messages: list[tuple[str, str, str | None]], settings: Settings | None = None,
+                jobs: dict[str, dict[str, Any]] | None = None) -> int:
     """Send the messages ``(jobId, delivery, queue)`` of several Orders, marking the sent ones after
-    each ``store.IN_CHUNK`` of them; returns how many were sent.
+    each ``store.IN_CHUNK`` of them; returns how many were sent. ``jobs`` (by jobId, as submitted) ride
+    in their messages (``carry``), so the worker need not read them back.
 
     The mark (``enqueuedAt``) only spares the reaper a re-send: a message sent twice carries the same
     delivery, and the second one is ignored as a duplicate. Marking as the batch goes means a process
@@ -188,7 +194,7 @@ def enqueue_all(messages: list[tuple[str, str, str | None]], settings: Settings 
     sent = 0
     for start in range(0, len(messages), store.IN_CHUNK):
         try:
-            chunk = _send_chunk(messages[start:start + store.IN_CHUNK], settings)
+            chunk = _send_chunk(messages[start:start + store.IN_CHUNK], settings, jobs or {})
         except Exception as exc:  # noqa: BLE001 - no connection at all: these Orders wait for the reaper
             log.warning("could not queue %d job(s) now (%s); they stay unassigned and will be re-sent",
                         len(messages) - start, exc)
@@ -198,22 +204,36 @@ def enqueue_all(messages: list[tuple[str, str, str | None]], settings: Settings 
     return sent
 
 
-def _send_chunk(messages: list[tuple[str, str, str | None]], settings: Settings) -> list[tuple[str, str]]:
+def _send_chunk(messages: list[tuple[str, str, str | None]], settings: Settings,
+                jobs: dict[str, dict[str, Any]]) -> list[tuple[str, str]]:
     """The ``(jobId, delivery)`` of the messages sent, over one pooled broker connection."""
     from mlqueue.celery_app import app_for
 
     with app_for(settings).producer_or_acquire() as producer:
         return [(job_id, delivery) for job_id, delivery, queue in messages
-                if _send(job_id, delivery, queue, settings, producer)]
+                if _send(job_id, delivery, queue, settings, producer, jobs.get(job_id))]
 
 
-def _send(job_id: str, delivery: str, queue: str | None, settings: Settings, producer: Any) -> bool:
+def carry(job: dict[str, Any] | None) -> dict[str, Any]:
+    """The message headers that carry a Job (``CARRIED_JOB`` header): a Job is written once and never
+    changed, so the copy in its message is the Job. Left out when it is large or not plain JSON; the
+    worker then reads it (as it does for messages the reaper re-sends, and old workers ignore it)."""
+    try:
+        if job is not None and len(json.dumps(job, allow_nan=False)) <= CARRIED_JOB_BYTES:
+            return {CARRIED_JOB: job}
+    except (TypeError, ValueError):
+        pass
+    return {}
+
+
+def _send(job_id: str, delivery: str, queue: str | None, settings: Settings, producer: Any,
+          job: dict[str, Any] | None = None) -> bool:
     from mlqueue.celery_app import app_for
 
     try:
         app_for(settings).send_task(
             "mlqueue.run_order", args=[job_id, delivery], task_id=delivery, queue=queue or settings.queue,
-            producer=producer, retry=True,
+            producer=producer, headers=carry(job), retry=True,
             retry_policy={"max_retries": 3, "interval_start": 0.2, "interval_step": 0.5},
         )
     except Exception as exc:  # noqa: BLE001 - the Order is safe in the store; the reaper re-sends

@@ -26,6 +26,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from bson import ObjectId
 from celery import signals
 
 from ml_scripts._common import json_safe
@@ -70,18 +71,25 @@ class JobPruned(JobInterrupted):
 @app.task(name="mlqueue.run_order", bind=True, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
 def run_order(self: Any, job_id: str, delivery: str) -> str:
     """Celery entry point: everything else is plain functions."""
-    return execute(job_id, delivery, self.request.hostname or socket.gethostname())
+    carried = getattr(self.request, orders.CARRIED_JOB, None)   # the Job, when its message carries it
+    return execute(job_id, delivery, self.request.hostname or socket.gethostname(), carried=carried)
 
 
-def execute(job_id: str, delivery: str, worker: str, settings: Settings | None = None) -> str:
-    """Run one delivery of one Order to its end. Returns what happened, for logs and tests."""
+def execute(job_id: str, delivery: str, worker: str, settings: Settings | None = None,
+            carried: dict[str, Any] | None = None) -> str:
+    """Run one delivery of one Order to its end. Returns what happened, for logs and tests.
+
+    ``carried``: the Job as its message carried it (``orders.carry``), which spares reading it."""
     settings = settings or get_settings()
     if placed := speed.destination(job_id, delivery, worker, settings):  # a faster machine would finish it sooner
         order, target, why = placed
         return "placed" if orders.reroute(order, {"placedOn": target}, why, worker, settings) else "ignored"
     if swapped := speed.placed_first(job_id, delivery, worker, settings):  # my placed Jobs first
-        job_id, delivery = swapped
-    job = job_store.get(job_id, settings, durable=True)
+        job_id, delivery, carried = *swapped, None
+    if isinstance(carried, dict) and isinstance(carried.get("scriptName"), str):
+        job = {**carried, "_id": ObjectId(job_id)}
+    else:
+        job = job_store.get(job_id, settings, durable=True)
     if job is None:
         log.warning("message for unknown job %s ignored", job_id)
         return "ignored"

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import time
+from datetime import timedelta
+from pathlib import Path
 
+from bson import ObjectId
 from conftest import LOST_AFTER, Farm, wait_for
 
 
@@ -130,3 +134,39 @@ def test_stop_request_prunes_a_reporting_job_keeping_partial_metrics(farm: Farm)
     outcome = farm.db.outcomes.find_one({"jobId": job_id})
     assert outcome["pruned"] is True and outcome["epoch"] >= 3 and outcome["loss"] is not None
     assert len(order["metrics"]) < 200
+
+
+def _seen_by_script(farm: Farm, job_id: str, into: Path) -> dict:
+    """The Job's fields as its script saw them (toy's ``writeArtifact`` saves them), without the paths."""
+    from mlqueue import artifacts
+
+    [artifact] = farm.wait_final(job_id)["outcome"]["artifacts"]
+    seen = json.loads(artifacts.download(artifact["fileId"], into, farm.settings).read_text())
+    return {k: v for k, v in seen.items() if k not in ("jobId", "checkpointDir")}
+
+
+def test_a_job_rides_in_its_message_and_a_resent_message_reads_it_the_script_sees_the_same(
+        farm: Farm, tmp_path: Path) -> None:
+    import redis
+
+    from mlqueue import orders
+
+    job = {"scriptName": "toy", "projectName": "p", "lr": 0.25, "seed": 3, "writeArtifact": True,
+           "notes": {"tags": ["a", "b"], "depth": 2}}
+    carried, resent = farm.submit(dict(job), dict(job))
+    broker = redis.Redis.from_url(farm.settings.broker_url)
+    raw = {json.loads(m)["headers"]["id"]: m for m in broker.lrange(farm.settings.queue, 0, -1)}
+    stored = {k: v for k, v in farm.db.jobs.find_one({"_id": ObjectId(carried)}).items()
+              if k not in ("_id", "createdDate")}
+    assert json.loads(raw[farm.order(carried)["delivery"]])["headers"][orders.CARRIED_JOB] == stored
+    # the second message is lost before any worker takes it: the reaper sends it again, without the Job
+    assert broker.lrem(farm.settings.queue, 1, raw[farm.order(resent)["delivery"]]) == 1
+    farm.db.orders.update_one({"jobId": resent}, {"$set": {"enqueuedAt": None,
+                                                         "updatedDate": orders.now() - timedelta(minutes=5)}})
+    assert orders.Reaper("r", farm.settings).sweep()["resent"] == 1
+    [again] = [json.loads(m) for m in broker.lrange(farm.settings.queue, 0, -1)
+               if json.loads(m)["headers"]["id"] == farm.order(resent)["delivery"]]
+    assert orders.CARRIED_JOB not in again["headers"]
+    farm.start_worker("w1")
+    seen = _seen_by_script(farm, carried, tmp_path / "a.json")
+    assert seen == _seen_by_script(farm, resent, tmp_path / "b.json") and seen["notes"] == job["notes"]
