@@ -44,7 +44,7 @@ bench: $(STAMP) /usr/bin/chromium ## benchmarks (long); figures are printed and 
 	$(PY) bench/dataset_cache.py
 	$(PY) bench/live_log.py
 	$(PY) bench/api_latency.py
-	$(PY) bench/dashboard_first_page.py
+	$(PY) bench/dashboard_render.py
 	$(PY) bench/sweep_efficiency.py
 	$(PY) bench/checkpoint_overhead.py
 	$(PY) bench/owner_reaction.py
