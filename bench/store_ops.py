@@ -89,6 +89,7 @@ def main() -> None:
             job = {"scriptName": "toy", "x": 1.0}
             warm = orders.submit([job], settings=settings)
             worker.execute(warm[0], d.orders.find_one({"jobId": warm[0]})["delivery"], "bench", settings)
+            flush_deferred()
             counter.on = True
             t = time.perf_counter()
             ids = orders.submit([job] * args.jobs, settings=settings)
