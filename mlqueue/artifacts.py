@@ -44,6 +44,17 @@ def for_job(job_id: str, settings: Settings | None = None) -> list[dict[str, Any
              "sha256": d["metadata"]["sha256"]} for d in files.find({"metadata.jobId": job_id}).sort("uploadDate", 1)]
 
 
+def stored_file(file_id: str, settings: Settings | None = None) -> dict[str, Any] | None:
+    """The GridFS file document of an artifact (``metadata``, ``length``), or None for an unknown or invalid id."""
+    return store.db(settings)[f"{BUCKET}.files"].find_one({"_id": ObjectId(file_id)}) \
+        if ObjectId.is_valid(file_id) else None
+
+
+def open_stream(file_id: str | ObjectId, settings: Settings | None = None) -> Any:
+    """An artifact's bytes as a GridFS stream (``InvalidId`` / ``NoFile`` for a bad or unknown id)."""
+    return store.bucket(BUCKET, settings).open_download_stream(ObjectId(file_id))
+
+
 def download(file_id: str, dest: Path, settings: Settings | None = None) -> Path:
     """Write an artifact to ``dest`` (a file path, or a directory to put it in under its own name)."""
     files = store.db(settings)[f"{BUCKET}.files"]

@@ -26,6 +26,7 @@ from typing import Any
 
 from mlqueue import orders, store
 from mlqueue.settings import Settings
+from mlqueue.store import orders as order_store
 
 log = logging.getLogger(__name__)
 BUCKET = "checkpoints"
@@ -101,7 +102,7 @@ def restore(job_id: str, into: Path, settings: Settings | None = None,
     (the attempt starts from scratch).
     """
     if order is None:
-        order = store.db(settings).orders.find_one({"jobId": job_id}, {"checkpoint": 1})
+        order = order_store.by_job(job_id, settings, {"checkpoint": 1})
     pointer = (order or {}).get("checkpoint")
     if not pointer:
         return None
@@ -138,8 +139,7 @@ def remove_ended(settings: Settings | None = None) -> int:
     job_ids = store.db(settings)[f"{BUCKET}.files"].distinct("metadata.jobId")
     if not job_ids:
         return 0
-    ended = [o["jobId"] for o in store.db(settings).orders.find(
-        {"jobId": {"$in": job_ids}, "state": {"$in": list(orders.FINAL)}}, {"jobId": 1})]
+    ended = order_store.job_ids_in_among(orders.FINAL, job_ids, settings)
     for job_id in ended:
         remove(job_id, settings)
     return len(ended)

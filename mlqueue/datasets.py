@@ -197,6 +197,13 @@ class Cache:
             f"{target.stat().st_size}:{target.stat().st_mtime_ns}")
 
 
+def open_stream(file_id: str, settings: Settings | None = None) -> Any:
+    """A stored dataset file's bytes (``fileId`` of its description) as a GridFS stream."""
+    from bson import ObjectId
+
+    return store.bucket(BUCKET, settings).open_download_stream(ObjectId(file_id))
+
+
 def pull(project: str, name: str, dest: Path, settings: Settings | None = None) -> Path:
     """Download a dataset's newest version to ``dest`` (a file path or an existing directory)."""
     check_names(project, name)

@@ -72,11 +72,12 @@ def start(home: Path) -> None:
     os.environ["MLQUEUE_HOME"] = str(home)
     from mlqueue import store
     from mlqueue.settings import reload_settings
+    from mlqueue.store import workers as worker_store
 
     settings = reload_settings()
     store.forget_clients()
     worker_log = home / "logs" / "worker.out"
-    _wait(lambda: store.db(settings).workers.find_one({"online": True, "name": {"$regex": "^local@"}}), 180,
+    _wait(lambda: any(w.get("online") for w in worker_store.of_machine("local", settings)), 180,
           "the local worker", worker_log)
 
 

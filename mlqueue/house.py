@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from mlqueue import orders, requirements, speed, store
+from mlqueue import orders, requirements, speed
 from mlqueue.settings import Settings, get_settings
+from mlqueue.store import orders as order_store
 
 
 def _matches(worker: dict[str, Any], pinned: str) -> bool:
@@ -67,12 +68,7 @@ def waiting(settings: Settings | None = None, workers: list[dict[str, Any]] | No
         from mlqueue import outcomes
 
         workers = outcomes.workers(settings)
-    groups = store.db(settings).orders.aggregate([
-        {"$match": {"state": orders.UNASSIGNED}},
-        {"$group": {"_id": {"c": "$requirementClass", "w": "$pinnedWorker"}, "jobs": {"$sum": 1},
-                    "requires": {"$first": "$requires"}, "oldest": {"$min": "$createdDate"},
-                    "example": {"$first": "$jobId"}}},
-    ])
+    groups = order_store.waiting_groups(orders.UNASSIGNED, settings)
     out = []
     for g in groups:
         probe = {"state": orders.UNASSIGNED, "requires": g.get("requires"), "requirementClass": g["_id"].get("c"),
@@ -90,9 +86,9 @@ def annotate(workers: list[dict[str, Any]], settings: Settings | None = None) ->
     settings = settings or get_settings()
     figures = speed.figures(settings)
     now = orders.now()
-    held = {o["worker"]: o for o in store.db(settings).orders.find(
-        {"state": {"$in": list(orders.HELD)}},
-        {"worker": 1, "jobId": 1, "scriptName": 1, "epochs": 1, "startedDate": 1, "latestMetrics": 1})}
+    held = {o["worker"]: o for o in order_store.in_states(
+        orders.HELD, settings, {"worker": 1, "jobId": 1, "scriptName": 1, "epochs": 1, "startedDate": 1,
+                                "latestMetrics": 1})}
     for w in workers:
         w["speed"] = figures.get(w["name"], {})
         w.setdefault("queues", [])

@@ -19,8 +19,9 @@ from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
-from mlqueue import orders, store
+from mlqueue import orders
 from mlqueue.settings import Settings
+from mlqueue.store import orders as order_store
 
 POLL_SECONDS = 0.4
 KEEPALIVE_SECONDS = 15.0
@@ -42,8 +43,7 @@ def read(job_id: str, after: int = 0, settings: Settings | None = None, limit: i
 
     Raises ``orders.OrderError`` for an unknown Job (prefixes accepted, as everywhere).
     """
-    coll = store.db(settings).orders
-    head = coll.find_one({"jobId": job_id}, {"logCount": 1, "state": 1, "jobId": 1, "_id": 0})
+    head = order_store.by_job(job_id, settings, {"logCount": 1, "state": 1, "jobId": 1, "_id": 0})
     if head is None:
         head = orders.get(job_id, settings)  # a prefix, or a clear "no such job"
         job_id = head["jobId"]
@@ -51,12 +51,12 @@ def read(job_id: str, after: int = 0, settings: Settings | None = None, limit: i
     lines: list[dict[str, Any]] = []
     if total > after:
         wanted = total - after
-        doc = coll.find_one({"jobId": job_id}, {"log": {"$slice": -wanted}, "logCount": 1, "state": 1, "_id": 0})
+        doc = order_store.by_job(job_id, settings, {"log": {"$slice": -wanted}, "logCount": 1, "state": 1, "_id": 0})
         total, state = _count(doc), doc["state"]
         kept = doc.get("log") or []
         if total - len(kept) > after and len(kept) == wanted:  # more arrived between the two reads
-            doc = coll.find_one({"jobId": job_id}, {"log": {"$slice": -orders.LOG_LINES_KEPT}, "logCount": 1,
-                                                    "state": 1, "_id": 0})
+            doc = order_store.by_job(job_id, settings, {"log": {"$slice": -orders.LOG_LINES_KEPT}, "logCount": 1,
+                                                        "state": 1, "_id": 0})
             total, state, kept = _count(doc), doc["state"], doc.get("log") or []
         lines = [line for line in _numbered(kept, total) if line["seq"] > after]
     if limit is not None and len(lines) > limit:

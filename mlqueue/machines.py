@@ -31,6 +31,7 @@ from pymongo.errors import OperationFailure
 from mlqueue import invites, store
 from mlqueue.errors import ConfigError, InvalidInput, MlqueueError, NotFound, Unreachable
 from mlqueue.settings import HOME_CONFIG_NAME, Settings, get_settings, read_json_file
+from mlqueue.store import workers as worker_store
 
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
 USER_PREFIX = "machine-"
@@ -236,7 +237,7 @@ def listing(settings: Settings | None = None) -> list[dict[str, Any]]:
     silent_after = 3 * settings.heartbeat_every  # as the status page judges it: a killed worker says no goodbye
     for machine in d.machines.find().sort("_id", 1):
         name = machine["_id"]
-        workers = list(d.workers.find({"name": {"$regex": f"^{re.escape(name)}@"}}))
+        workers = worker_store.of_machine(name, settings)
         online = [w for w in workers if w.get("online") and w.get("lastHeartbeat")
                   and (now() - w["lastHeartbeat"]).total_seconds() < silent_after]
         shown = online[0] if online else (workers[0] if workers else {})

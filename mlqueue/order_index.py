@@ -25,9 +25,9 @@ from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import Any
 
-from mlqueue import store
 from mlqueue.orders import now
 from mlqueue.settings import Settings, get_settings
+from mlqueue.store import orders as order_store
 
 log = logging.getLogger(__name__)
 FIELDS = ("state", "projectName", "scriptName", "sweepId", "worker")
@@ -56,7 +56,7 @@ class OrderIndex:
             self.start_loading()
         with self._lock:
             read_at, newest = now(), None
-            for doc in store.db(self.settings).orders.find({"updatedDate": {"$gte": self._since}}, PROJECTION):
+            for doc in order_store.updated_since(self._since, self.settings, PROJECTION):
                 self._put(self._rows, self._ids, doc)
                 if doc.get("updatedDate") and (newest is None or doc["updatedDate"] > newest):
                     newest = doc["updatedDate"]
@@ -67,7 +67,7 @@ class OrderIndex:
         read_at, newest = now(), None
         rows: dict[str, tuple[Any, ...]] = {}
         ids: list[str] = []
-        for doc in store.db(self.settings).orders.find({}, PROJECTION):
+        for doc in order_store.every(self.settings, PROJECTION):
             self._put(rows, ids, doc)
             if doc.get("updatedDate") and (newest is None or doc["updatedDate"] > newest):
                 newest = doc["updatedDate"]

@@ -11,11 +11,11 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from bson import ObjectId
-
-from mlqueue import order_index, orders, ranking, store, worker_control
+from mlqueue import order_index, orders, ranking, worker_control
 from mlqueue.settings import Settings, get_settings
 from mlqueue.store import jobs as job_store
+from mlqueue.store import orders as order_store
+from mlqueue.store import outcomes as outcome_store
 from mlqueue.store import workers as worker_store
 
 BOOKKEEPING = {"_id", "createdDate"}
@@ -29,14 +29,13 @@ def results(
 
     Rows with the objective come first, best first; the rest follow, newest first.
     """
-    d = store.db(settings)
     order_query: dict[str, Any] = dict(query or {})
     if state:
         order_query["state"] = state
-    order_docs = list(d.orders.find(order_query, {"metrics": 0, "history": 0, "log": 0}))
+    order_docs = order_store.matching(order_query, settings, order_store.WITHOUT_BULK)
     job_ids = [o["jobId"] for o in order_docs]
     jobs = job_store.by_ids(job_ids, settings)
-    outs = {o["jobId"]: o for o in d.outcomes.find({"jobId": {"$in": job_ids}}, {"_id": 0})}
+    outs = outcome_store.for_jobs(job_ids, settings)
     rows = []
     for order in order_docs:
         job = jobs.get(order["jobId"], {})
@@ -55,22 +54,17 @@ def results(
 
 def state_counts(settings: Settings | None = None) -> dict[str, int]:
     """How many Orders are in each state (all states listed, zeros included)."""
-    d = store.db(settings)
-    counts = Counter({row["_id"]: row["n"] for row in d.orders.aggregate(
-        [{"$group": {"_id": "$state", "n": {"$sum": 1}}}])})
+    counts = Counter(order_store.count_by("state", settings=settings))
     return {s: counts.get(s, 0) for s in orders.STATES}
 
 
 def workers(settings: Settings | None = None) -> list[dict[str, Any]]:
     """Registered workers, with what each runs now, jobs done and busy share — derived from Orders/Outcomes."""
     settings = settings or get_settings()
-    d = store.db(settings)
     now = orders.now()
     silent_after = 3 * settings.heartbeat_every  # a worker killed without a goodbye stops beating
-    running = {o["worker"]: o["jobId"] for o in d.orders.find(
-        {"state": {"$in": list(orders.HELD)}}, {"worker": 1, "jobId": 1})}
-    done = {row["_id"]: row for row in d.outcomes.aggregate(
-        [{"$group": {"_id": "$worker", "n": {"$sum": 1}, "busy": {"$sum": "$durationSeconds"}}}])}
+    running = {o["worker"]: o["jobId"] for o in order_store.in_states(orders.HELD, settings, {"worker": 1, "jobId": 1})}
+    done = outcome_store.done_by_worker(settings)
     out = []
     for w in worker_store.listing(settings):
         beat, started = w.get("lastHeartbeat"), w.get("firstSeen") or w.get("startedDate")
@@ -91,9 +85,6 @@ def workers(settings: Settings | None = None) -> list[dict[str, Any]]:
 
 # --------------------------------------------------------------------------- pages (API, dashboard)
 
-NUMBER = {"$gte": float("-inf")}  # matches every number (Mongo compares within a type), and uses the index
-
-
 def page(
     settings: Settings | None = None, sort: str = "loss", descending: bool = False,
     match: dict[str, Any] | None = None, job_ids: list[str] | None = None, offset: int = 0, limit: int = 50,
@@ -106,66 +97,44 @@ def page(
     memory, because the store sorts whole collections) or, for other filters, from the store itself.
     """
     settings = settings or get_settings()
-    d = store.db(settings)
     match = dict(match or {})
     if ranking.can_answer(match):
         ids = ranking.page_ids(settings, sort, match, job_ids, descending, offset, limit)
-        found = {o["jobId"]: o for o in store.find_in(d.outcomes, "jobId", ids, {"_id": 0})}
+        found = outcome_store.for_jobs(ids, settings)
         if len(found) < len(ids):
             ranking.forget(settings, [i for i in ids if i not in found])
         docs = [found[i] for i in ids if i in found]
     else:
-        docs = _page_from_store(d, sort, descending, {**match, **({"jobId": {"$in": job_ids}} if job_ids is not None
-                                                                   else {})}, offset, limit)
+        where = {**match, **({"jobId": {"$in": job_ids}} if job_ids is not None else {})}
+        docs = outcome_store.page_sorted_by(sort, descending, where, offset, limit, settings)
     return _join_jobs([{"jobId": o["jobId"], "state": o.get("state"), "outcome": o} for o in docs], settings)
-
-
-def _page_from_store(d: Any, sort: str, descending: bool, where: dict[str, Any], offset: int,
-                     limit: int) -> list[dict[str, Any]]:
-    """The same page, sorted, skipped and limited by the store (on the indexed sort fields)."""
-    scored = _and(where, {sort: NUMBER})
-    rows = list(d.outcomes.find(scored, {"_id": 0}).sort(sort, -1 if descending else 1).skip(offset).limit(limit))
-    if len(rows) < limit:
-        n_scored = offset + len(rows) if rows or not offset else d.outcomes.count_documents(scored)
-        rest = d.outcomes.find(_and(where, {sort: {"$not": NUMBER}}), {"_id": 0}).sort("jobId", -1)
-        rows += list(rest.skip(max(0, offset - n_scored)).limit(limit - len(rows)))
-    return rows
 
 
 def order_page(settings: Settings | None = None, where: dict[str, Any] | None = None, offset: int = 0,
                limit: int = 50) -> list[dict[str, Any]]:
     """One page of Orders (without history and metrics) with their Jobs, newest first."""
-    d = store.db(settings)
-    projection = {"metrics": 0, "history": 0, "log": 0, "_id": 0}
+    projection = {**order_store.WITHOUT_BULK, "_id": 0}
     ids = order_index.page_ids(settings, where or {}, offset, limit)
     if ids is not None:  # the page from the in-memory index, each Order fetched by id (see order_index)
-        found = {o["jobId"]: o for o in store.find_in(d.orders, "jobId", ids, projection)}
+        found = {o["jobId"]: o for o in order_store.by_job_ids(ids, settings, projection)}
         docs = [found[i] for i in ids if i in found and order_index.matches(found[i], where or {})]
         return _join_jobs(docs, settings)
-    docs = d.orders.find(where or {}, projection).sort("jobId", -1)
-    return _join_jobs(list(docs.skip(offset).limit(limit)), settings)
+    return _join_jobs(order_store.newest_first(where or {}, offset, limit, settings, projection), settings)
 
 
 def job_page(settings: Settings | None, where: dict[str, Any], offset: int, limit: int) -> list[dict[str, Any]]:
     """One page of Jobs as submitted, newest first (through the Orders' index: each Order copies the
     Job's ``projectName``, ``scriptName`` and ``sweepId``)."""
-    jobs = store.db(settings).jobs
     ids = order_index.page_ids(settings, where, offset, limit)
     if ids is None:
-        return list(jobs.find(where).sort("_id", -1).skip(offset).limit(limit))
-    wanted = [ObjectId(i) for i in ids if ObjectId.is_valid(i)]
-    found = {str(j["_id"]): j for j in store.find_in(jobs, "_id", wanted)}
+        return job_store.newest_first(where, offset, limit, settings)
+    found = job_store.by_ids(ids, settings)
     return [found[i] for i in ids if i in found and order_index.matches(found[i], where)]
 
 
 def job_ids(settings: Settings | None, where: dict[str, Any]) -> list[str]:
     """The ids of the Jobs whose Orders match ``where`` (to filter Outcomes by project, script, sweep)."""
-    return [o["jobId"] for o in store.db(settings).orders.find(where, {"jobId": 1, "_id": 0})]
-
-
-def _and(where: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-    clash = set(where) & set(extra)
-    return {"$and": [where, extra]} if clash else {**where, **extra}
+    return order_store.job_ids_matching(where, settings)
 
 
 def _join_jobs(rows: list[dict[str, Any]], settings: Settings | None) -> list[dict[str, Any]]:
@@ -232,24 +201,23 @@ def table_rows(settings: Settings | None = None, changed_since: datetime | None 
     progress moves) and Outcomes written since (``outcomes.finishedDate``). An Order sent back to the
     queue (its worker was lost) shows as held until it is picked up again.
     """
-    d = store.db(settings)
     if changed_since is None:
-        return _rows_for(d, list(d.orders.find({}, TABLE_PROJECTION)), {str(j["_id"]): j for j in d.jobs.find({})})
-    since = {"$gte": changed_since}
-    jobs = {str(j["_id"]): j for j in d.jobs.find({"createdDate": since})}
-    held = {o["jobId"]: o for o in d.orders.find({"state": {"$in": list(orders.HELD)}}, TABLE_PROJECTION)}
-    ended = {o["jobId"] for o in d.outcomes.find({"finishedDate": since}, {"jobId": 1})}
+        return _rows_for(settings, list(order_store.every(settings, TABLE_PROJECTION)), job_store.every(settings))
+    jobs = {str(j["_id"]): j for j in job_store.created_since(changed_since, settings)}
+    held = {o["jobId"]: o for o in order_store.in_states(orders.HELD, settings, TABLE_PROJECTION)}
+    ended = outcome_store.job_ids_finished_since(changed_since, settings)
     wanted = (set(jobs) | ended) - set(held)
-    found = list(held.values()) + (list(d.orders.find({"jobId": {"$in": sorted(wanted)}}, TABLE_PROJECTION))
+    found = list(held.values()) + (order_store.by_job_ids(sorted(wanted), settings, TABLE_PROJECTION)
                                    if wanted else [])
-    return _rows_for(d, found, jobs)
+    return _rows_for(settings, found, jobs)
 
 
-def _rows_for(d: Any, order_docs: list[dict[str, Any]], jobs: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
-    """Table rows for these Orders, reading the Jobs not given (by id, one query)."""
-    missing = [ObjectId(o["jobId"]) for o in order_docs if o["jobId"] not in jobs and ObjectId.is_valid(o["jobId"])]
+def _rows_for(settings: Settings | None, order_docs: list[dict[str, Any]],
+              jobs: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """Table rows for these Orders, reading the Jobs not given (by id)."""
+    missing = [o["jobId"] for o in order_docs if o["jobId"] not in jobs]
     if missing:
-        jobs = {**jobs, **{str(j["_id"]): j for j in d.jobs.find({"_id": {"$in": missing}})}}
+        jobs = {**jobs, **job_store.by_ids(missing, settings)}
     return [table_row(order, jobs.get(order["jobId"])) for order in order_docs]
 
 
@@ -268,7 +236,7 @@ def order_with_job(job_id: str, settings: Settings | None = None) -> tuple[dict[
 def job_detail(job_id: str, settings: Settings | None = None) -> dict[str, Any]:
     """Everything known about one Job: its fields, its Order (history, metrics, log) and its stored Outcome."""
     order, job = order_with_job(job_id, settings)
-    outcome = store.db(settings).outcomes.find_one({"jobId": order["jobId"]}, {"_id": 0}) or order.get("outcome")
+    outcome = outcome_store.of_job(order["jobId"], settings) or order.get("outcome")
     fields = {k: v for k, v in (job or {}).items() if k not in BOOKKEEPING}
     return {"jobId": order["jobId"], "job": fields, "order": order, "outcome": outcome}
 
@@ -282,17 +250,15 @@ def newest_rows(settings: Settings | None = None, n: int = 50) -> list[dict[str,
     For a caller that cannot wait for a full read: the Jobs of the last minute, hour, day... are each one
     narrow range of the ``jobs.createdDate`` index, widened until it holds ``n`` Jobs.
     """
-    d = store.db(settings)
     now = orders.now()
     found: list[dict[str, Any]] = []
     for seconds in NEWEST_WINDOWS:
-        query = {"createdDate": {"$gte": now - timedelta(seconds=seconds)}} if seconds else {}
-        found = list(d.jobs.find(query))
+        found = job_store.created_since(now - timedelta(seconds=seconds) if seconds else None, settings)
         if len(found) >= n:
             break
     epoch = datetime.min.replace(tzinfo=UTC)
     found.sort(key=lambda j: (j.get("createdDate") or epoch, j["_id"]), reverse=True)
     jobs = {str(j["_id"]): j for j in found[:n]}
-    order_docs = list(d.orders.find({"jobId": {"$in": list(jobs)}}, TABLE_PROJECTION)) if jobs else []
+    order_docs = order_store.by_job_ids(list(jobs), settings, TABLE_PROJECTION) if jobs else []
     order_docs.sort(key=lambda o: (o.get("createdDate") or epoch, o["jobId"]), reverse=True)
-    return _rows_for(d, order_docs, jobs)
+    return _rows_for(settings, order_docs, jobs)

@@ -50,6 +50,7 @@ from mlqueue import orders, routing, store
 from mlqueue.errors import ConfigError
 from mlqueue.owner_probes import Probe, probes_for
 from mlqueue.settings import Settings, get_settings
+from mlqueue.store import orders as order_store
 from mlqueue.store import workers as worker_store
 
 log = logging.getLogger(__name__)
@@ -220,8 +221,8 @@ class OwnerWatch:
     # ----------------------------------------------------------------- the running Jobs
 
     def _held(self) -> list[dict[str, Any]]:
-        return list(store.db(self.settings).orders.find(   # whole Orders: a yield needs their routing fields
-            {"worker": self.name, "state": {"$in": list(orders.HELD)}}, {"metrics": 0, "log": 0, "history": 0}))
+        # whole Orders: a yield needs their routing fields
+        return order_store.held_by(self.name, orders.HELD, self.settings, order_store.WITHOUT_BULK)
 
     def _pause(self, held: list[dict[str, Any]], reason: str) -> None:
         current = {(o["jobId"], o["attempts"]) for o in held}

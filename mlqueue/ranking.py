@@ -28,8 +28,8 @@ from typing import Any
 
 from bson import ObjectId
 
-from mlqueue import store
 from mlqueue.settings import Settings
+from mlqueue.store import outcomes as outcome_store
 from mlqueue.values import is_number
 
 log = logging.getLogger(__name__)
@@ -114,20 +114,19 @@ class Ranking:
 
     def refresh(self) -> None:
         """Catch up with Outcomes written since the last look (building the list on first use)."""
-        outcomes = store.db(self.settings).outcomes
         if self.newest is None and not self.attrs:
-            self._add(outcomes.find({}, self._projection()))
+            self._add(outcome_store.written_after(None, self.settings, self._projection()))
             self.swept_at = time.monotonic()
             return
-        since: dict[str, Any] = {"_id": {"$gt": self.newest}} if self.newest else {}
+        since = self.newest or None
         if self.newest is not None and self.newest != self.settled \
                 and time.monotonic() - self.swept_at > RESWEEP_SECONDS:
             newest = self.newest
-            since = {"_id": {"$gt": ObjectId.from_datetime(newest.generation_time - timedelta(seconds=LATE_SECONDS))}}
+            since = ObjectId.from_datetime(newest.generation_time - timedelta(seconds=LATE_SECONDS))
             self.swept_at = time.monotonic()
             if datetime.now(UTC) - newest.generation_time > timedelta(seconds=LATE_SECONDS):
                 self.settled = newest  # anything written before it has committed by now: this sweep saw it
-        self._add(outcomes.find(since, self._projection()))
+        self._add(outcome_store.written_after(since, self.settings, self._projection()))
 
     def forget(self, job_ids: Iterable[str]) -> None:
         """Drop Outcomes that are gone from the store (a database emptied by hand)."""

@@ -9,13 +9,12 @@ The editor edits a bundle's entry file; a folder bundle's other files are carrie
 from __future__ import annotations
 
 import difflib
-import io
 import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
 
-from mlqueue import scripts, store
+from mlqueue import scripts
 from mlqueue.errors import InvalidInput, MlqueueError, NotFound
 from mlqueue.settings import Settings, get_settings
 
@@ -44,10 +43,6 @@ class VersionRefused(VersionError, InvalidInput):
     """Raised when a save is refused: not a script name, text too long, or not Python; nothing is stored."""
 
 
-def _files(settings: Settings) -> Any:
-    return store.db(settings)[f"{scripts.BUCKET}.files"]
-
-
 def versions(name: str, settings: Settings | None = None) -> list[dict[str, Any]]:
     """Every version of ``name``, newest first: pushed bundles, then the built-in file if there is one.
 
@@ -57,7 +52,7 @@ def versions(name: str, settings: Settings | None = None) -> list[dict[str, Any]
     _check_name(name)
     found = [{"name": name, "sha256": d["metadata"]["sha256"], "source": "pushed", "kind": d["metadata"].get("kind"),
               "entry": d["metadata"].get("entry"), "savedDate": d["uploadDate"]}
-             for d in _files(settings).find({"metadata.name": name}).sort("uploadDate", -1)]
+             for d in scripts.pushed_versions(name, settings)]
     builtin = Path(settings.scripts_dir) / f"{name}.py"
     if builtin.is_file() and not name.startswith("_"):
         text = builtin.read_bytes()
@@ -87,12 +82,10 @@ def source(name: str, version: str | None = None, settings: Settings | None = No
 
 
 def _bundle(name: str, sha256: str, settings: Settings) -> zipfile.ZipFile:
-    doc = _files(settings).find_one({"metadata.name": name, "metadata.sha256": sha256})
+    doc = scripts.pushed_version(name, sha256, settings)
     if doc is None:
         raise VersionNotFound(f"script {name!r} has no pushed version {sha256[:12]}")
-    buf = io.BytesIO()
-    store.bucket(scripts.BUCKET, settings).download_to_stream(doc["_id"], buf)
-    return zipfile.ZipFile(buf)
+    return zipfile.ZipFile(scripts.bundle_bytes(doc["_id"], settings))
 
 
 def save(name: str, text: str, base: str | None = None, settings: Settings | None = None) -> dict[str, Any]:

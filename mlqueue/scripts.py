@@ -159,6 +159,25 @@ def _bundle_files(settings: Settings | None) -> Any:
     return store.db(settings)[f"{BUCKET}.files"]
 
 
+def pushed_versions(name: str, settings: Settings | None = None) -> list[dict[str, Any]]:
+    """The GridFS file documents of every pushed version of ``name``, newest first (``script_versions``)."""
+    return list(_bundle_files(settings).find({"metadata.name": name}).sort("uploadDate", -1))
+
+
+def pushed_version(name: str, sha256: str, settings: Settings | None = None) -> dict[str, Any] | None:
+    """The GridFS file document of the version of ``name`` with this hash, or None."""
+    return _bundle_files(settings).find_one({"metadata.name": name, "metadata.sha256": sha256})
+
+
+def bundle_bytes(file_id: Any, settings: Settings | None = None) -> io.BytesIO:
+    """A pushed bundle's zip bytes, read from the store."""
+    from mlqueue import store
+
+    buf = io.BytesIO()
+    store.bucket(BUCKET, settings).download_to_stream(file_id, buf)
+    return buf
+
+
 def bundles(settings: Settings | None = None) -> list[dict[str, Any]]:
     """The newest pushed version of each script."""
     settings = settings or get_settings()

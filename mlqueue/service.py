@@ -29,14 +29,13 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from bson import ObjectId
-
-from mlqueue import datasets, house, jobs, live_log, orders, outcomes, scripts, store
+from mlqueue import datasets, house, jobs, live_log, orders, outcomes, scripts
 from mlqueue import script_versions as versions
 from mlqueue.errors import Conflict, NotFound
 from mlqueue.models import Order
 from mlqueue.settings import Settings
 from mlqueue.store import jobs as job_store
+from mlqueue.store import orders as order_store
 from mlqueue.store import workers as worker_store
 
 # --------------------------------------------------------------------------- Jobs and Orders
@@ -87,8 +86,7 @@ def job_and_state(job_id: str, settings: Settings) -> dict[str, Any]:
 
 def states(job_ids: list[str], settings: Settings) -> dict[str, str]:
     """The state of each named Job's Order (unknown ids are left out)."""
-    found = store.db(settings).orders.find({"jobId": {"$in": job_ids}}, {"jobId": 1, "state": 1})
-    return {o["jobId"]: o["state"] for o in found}
+    return order_store.states_of(job_ids, settings)
 
 
 def cancel(job_id: str, by: str, settings: Settings) -> Order:
@@ -112,8 +110,7 @@ def requeue(job_id: str, by: str, settings: Settings) -> dict[str, str]:
 
 def final_order(job_id: str, settings: Settings) -> Order | None:
     """The Order if it is final (without history and metrics), else None."""
-    return store.db(settings).orders.find_one({"jobId": job_id, "state": {"$in": list(orders.FINAL)}},
-                                               {"metrics": 0, "history": 0})
+    return order_store.in_state_of(job_id, orders.FINAL, settings, {"metrics": 0, "history": 0})
 
 
 def stored_job(job_id: str, settings: Settings) -> dict[str, Any] | None:
@@ -123,7 +120,7 @@ def stored_job(job_id: str, settings: Settings) -> dict[str, Any] | None:
 
 def stored_documents(job_id: str, settings: Settings) -> dict[str, Any]:
     """A Job and its Order as stored (the Order without its log and metric series)."""
-    order = store.db(settings).orders.find_one({"jobId": job_id}, {"log": 0, "metrics": 0})
+    order = order_store.by_job(job_id, settings, {"log": 0, "metrics": 0})
     job = stored_job(job_id, settings)
     if job is None or order is None:
         raise NotFound(f"no job {job_id}")
@@ -132,8 +129,7 @@ def stored_documents(job_id: str, settings: Settings) -> dict[str, Any]:
 
 def orders_oldest_first(settings: Settings, offset: int = 0, limit: int = 1000) -> list[dict[str, Any]]:
     """Orders as stored, oldest first, without their logs and metric series (the seeds' Boss listed them so)."""
-    cursor = store.db(settings).orders.find({}, {"log": 0, "metrics": 0}).sort("_id", 1)
-    return list(cursor.skip(offset).limit(limit))
+    return order_store.oldest_first(offset, limit, settings, {"log": 0, "metrics": 0})
 
 
 def jobs_page(settings: Settings, where: dict[str, Any], offset: int, limit: int) -> list[dict[str, Any]]:
@@ -314,7 +310,7 @@ def dataset_file(project: str, name: str, settings: Settings) -> tuple[dict[str,
     meta = datasets.latest(project, name, settings)
     if meta is None:
         raise datasets.DatasetError(f"dataset {project}/{name} is not in the store (see `mlqueue data ls`)")
-    return meta, _chunks(store.bucket(datasets.BUCKET, settings).open_download_stream(ObjectId(meta["fileId"])))
+    return meta, _chunks(datasets.open_stream(meta["fileId"], settings))
 
 
 def dataset_pull(project: str, name: str, dest: Path, settings: Settings) -> Path:
@@ -344,12 +340,11 @@ def artifact_file(file_id: str, settings: Settings) -> tuple[dict[str, Any], Ite
     """One artifact: its description (name, size, sha256, jobId) and its bytes, in chunks."""
     from mlqueue import artifacts
 
-    doc = store.db(settings)[f"{artifacts.BUCKET}.files"].find_one(
-        {"_id": ObjectId(file_id)}) if ObjectId.is_valid(file_id) else None
+    doc = artifacts.stored_file(file_id, settings)
     if doc is None:
         raise artifacts.ArtifactError(f"no artifact with id {file_id!r}; `mlqueue artifacts JOB_ID` lists a job's")
     meta = {**doc["metadata"], "fileId": str(doc["_id"]), "size": doc["length"]}
-    return meta, _chunks(store.bucket(artifacts.BUCKET, settings).open_download_stream(doc["_id"]))
+    return meta, _chunks(artifacts.open_stream(doc["_id"], settings))
 
 
 def artifact_download(file_id: str, dest: Path, settings: Settings) -> Path:

@@ -23,8 +23,9 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from mlqueue import store
 from mlqueue.settings import Settings, get_settings
+from mlqueue.store import orders as order_store
+from mlqueue.store import outcomes as outcome_store
 from mlqueue.store import workers as worker_store
 from mlqueue.values import is_number
 
@@ -43,10 +44,8 @@ def figures(settings: Settings | None = None, fresh: bool = False) -> dict[str, 
     if cached and not fresh and time.monotonic() - cached[0] < CACHE_SECONDS:
         return cached[1]
     samples: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    found = store.db(settings).outcomes.find(
-        {"state": "succeeded", "durationSeconds": {"$gt": 0}},
-        {"_id": 0, "worker": 1, "script.name": 1, "durationSeconds": 1, "epochsRun": 1, "rows": 1},
-    ).sort("finishedDate", -1).limit(RECENT)
+    found = outcome_store.recent_successes(
+        RECENT, settings, {"_id": 0, "worker": 1, "script.name": 1, "durationSeconds": 1, "epochsRun": 1, "rows": 1})
     for o in found:
         script = (o.get("script") or {}).get("name")
         if o.get("worker") and script:
@@ -138,8 +137,7 @@ def destination(job_id: str, delivery: str, me: str, settings: Settings) -> tupl
     figs = figures(settings)
     if not _someone_faster(me, figs):
         return None
-    d = store.db(settings)
-    order = d.orders.find_one({"jobId": job_id, "delivery": delivery}, {"metrics": 0, "log": 0, "history": 0})
+    order = order_store.with_delivery(job_id, delivery, settings)
     if not order or order.get("state") != "unassigned" or order.get("pinnedWorker") or order.get("placedOn"):
         return None
     job = {"epochs": order.get("epochs")}
@@ -173,12 +171,11 @@ def _script_figure(worker_figs: dict[str, dict[str, Any]] | None, script: str) -
 
 def _busy_for(worker: str, figs: dict[str, dict[str, dict[str, Any]]], settings: Settings) -> float:
     """Seconds until ``worker`` is through its running Job and the Jobs placed on it."""
-    d = store.db(settings)
     now = datetime.now(UTC)
     total = 0.0
-    for order in d.orders.find({"$or": [{"worker": worker, "state": {"$in": ["assigned", "running"]}},
-                                        {"placedOn": worker, "state": "unassigned"}]},
-                               {"scriptName": 1, "epochs": 1, "startedDate": 1, "latestMetrics": 1, "state": 1}):
+    for order in order_store.running_on_or_placed_on(
+            worker, ["assigned", "running"], "unassigned", settings,
+            {"scriptName": 1, "epochs": 1, "startedDate": 1, "latestMetrics": 1, "state": 1}):
         fig = _script_figure(figs.get(worker), order.get("scriptName", "").removesuffix(".py"))
         job = {"epochs": order.get("epochs")}
         if order["state"] == "unassigned":
@@ -192,10 +189,8 @@ def unstrand(settings: Settings) -> int:
     """Orders placed on a worker that went offline go back to their own queue (run by every reaper)."""
     from mlqueue import orders
 
-    d = store.db(settings)
-    placed = list(d.orders.find({"placedOn": {"$gt": ""}, "state": "unassigned"},  # an index range, not a scan
-                                {"jobId": 1, "delivery": 1, "placedOn": 1, "requirementClass": 1, "pinnedWorker": 1,
-                                 "state": 1}))
+    placed = order_store.placed("unassigned", settings, {"jobId": 1, "delivery": 1, "placedOn": 1,
+                                                         "requirementClass": 1, "pinnedWorker": 1, "state": 1})
     if not placed:
         return 0
     alive = {w["name"] for w in worker_store.alive(settings)}
@@ -223,13 +218,10 @@ def placed_first(job_id: str, delivery: str, me: str, settings: Settings) -> tup
     """
     if not settings.placement or not _someone_slower(me, figures(settings)):
         return None
-    d = store.db(settings)
-    mine = d.orders.find_one({"state": "unassigned", "placedOn": me}, {"jobId": 1, "delivery": 1},
-                             sort=[("updatedDate", 1)])
+    mine = order_store.oldest_placed_on(me, "unassigned", settings)
     if not mine or mine["jobId"] == job_id:
         return None
-    received = d.orders.find_one({"jobId": job_id, "delivery": delivery, "state": "unassigned"},
-                                 {"metrics": 0, "log": 0, "history": 0})
+    received = order_store.with_delivery(job_id, delivery, settings, state="unassigned")
     if not received or received.get("placedOn") or received.get("pinnedWorker"):
         return None
     from mlqueue import orders

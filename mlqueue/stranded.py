@@ -17,12 +17,12 @@ from __future__ import annotations
 import json
 import logging
 import time
-from typing import Any
 
 import redis
 
-from mlqueue import orders, routing, store
+from mlqueue import orders, routing
 from mlqueue.settings import Settings
+from mlqueue.store import orders as order_store
 
 log = logging.getLogger(__name__)
 UNACKED, UNACKED_INDEX = "unacked", "unacked_index"  # kombu's Redis transport keys
@@ -67,9 +67,8 @@ def resend(by: str, settings: Settings) -> int:
     if not held:
         return 0
     resent = 0
-    query: dict[str, Any] = {"state": orders.UNASSIGNED, "delivery": {"$in": list(held)}}
     fields = {"jobId": 1, "delivery": 1, "state": 1, "placedOn": 1, "pinnedWorker": 1, "requirementClass": 1}
-    for order in store.db(settings).orders.find(query, fields):
+    for order in order_store.with_deliveries(orders.UNASSIGNED, list(held), settings, fields):
         delivery = orders.new_delivery()
         moved = orders._move(  # noqa: SLF001 - the same conditional move every other transition uses
             {"jobId": order["jobId"], "state": orders.UNASSIGNED, "delivery": order["delivery"]},

@@ -10,6 +10,7 @@ from bson import ObjectId
 from conftest import Farm
 
 from mlqueue import outcomes, ranking
+from mlqueue.store import outcomes as outcome_store
 
 
 def _store_page(farm: Farm, **kwargs) -> list[str]:
@@ -18,8 +19,8 @@ def _store_page(farm: Farm, **kwargs) -> list[str]:
     if kwargs.get("job_ids") is not None:
         where["jobId"] = {"$in": kwargs.pop("job_ids")}
     kwargs.pop("job_ids", None)
-    rows = outcomes._page_from_store(farm.db, kwargs.get("sort", "loss"), kwargs.get("descending", False), where,
-                                     kwargs.get("offset", 0), kwargs.get("limit", 50))
+    rows = outcome_store.page_sorted_by(kwargs.get("sort", "loss"), kwargs.get("descending", False), where,
+                                        kwargs.get("offset", 0), kwargs.get("limit", 50), farm.settings)
     return [r["jobId"] for r in rows]
 
 

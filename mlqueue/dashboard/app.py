@@ -14,12 +14,11 @@ from urllib.parse import parse_qs, quote
 
 import dash
 import flask
-from bson import ObjectId
 from bson.errors import InvalidId
 from dash import Input, Output, dcc, html
 from gridfs.errors import NoFile
 
-from mlqueue import artifacts, store
+from mlqueue import artifacts
 from mlqueue.dashboard import code_page, job_page, jobs_page, new_job_page, quality_page, sweep_page, workers_page
 from mlqueue.dashboard.common import Ctx, message
 from mlqueue.dashboard.table import JobTable
@@ -136,7 +135,7 @@ def register_artifacts(ctx: Ctx) -> None:
 
     def download(file_id: str) -> flask.Response:
         try:
-            stream = store.bucket(artifacts.BUCKET, ctx.settings).open_download_stream(ObjectId(file_id))
+            stream = artifacts.open_stream(file_id, ctx.settings)
         except (InvalidId, NoFile):
             flask.abort(404)
         name = flask.request.args.get("name") or (stream.metadata or {}).get("name") or file_id

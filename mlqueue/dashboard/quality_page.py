@@ -10,13 +10,13 @@ import numpy as np
 import plotly.graph_objects as go
 from dash import Input, Output, dcc, html
 
-from mlqueue import store
 from mlqueue.dashboard.common import Ctx, empty_figure, figure, fmt, kv_table, message, section
+from mlqueue.store import outcomes as outcome_store
 
 
 def predictions_of(job_id: str, settings: Any) -> tuple[np.ndarray, np.ndarray] | None:
     """(actual, predicted) of a Job's Outcome, pairs with a missing side dropped; None if it has none."""
-    outcome = store.db(settings).outcomes.find_one({"jobId": job_id}, {"predictions": 1})
+    outcome = outcome_store.of_job(job_id, settings, {"predictions": 1})
     predictions = (outcome or {}).get("predictions") or {}
     actual, predicted = predictions.get("actual") or [], predictions.get("predicted") or []
     pairs = [(a, p) for a, p in zip(actual, predicted, strict=False)

@@ -20,11 +20,12 @@ import flask
 import plotly.graph_objects as go
 from dash import ALL, Input, Output, State, dcc, html
 
-from mlqueue import orders, service, speed, store
+from mlqueue import orders, service, speed
 from mlqueue.capabilities import gpu_label
 from mlqueue.dashboard.common import Ctx, empty_figure, figure, message, state_badge
 from mlqueue.dashboard.job_page import curves
 from mlqueue.errors import MlqueueError
+from mlqueue.store import orders as order_store
 from mlqueue.store import workers as worker_store
 
 ML_SHOWN = ("tensorflow", "torch", "scikit-learn", "xgboost")
@@ -93,11 +94,10 @@ def machines(ctx: Ctx) -> list[dict[str, Any]]:
     ``state`` index (a handful), the last Job of an idle machine from the dashboard's in-memory jobs table,
     and one pass over the queued Orders pinned to a machine.
     """
-    d = store.db(ctx.settings)
     now = orders.now()
     fresh = timedelta(seconds=3 * ctx.settings.heartbeat_every)
-    held = {o["worker"]: o for o in d.orders.find({"state": {"$in": list(orders.HELD)}},
-                                                   {"worker": 1, "jobId": 1, "scriptName": 1, "state": 1})}
+    held = {o["worker"]: o for o in order_store.in_states(orders.HELD, ctx.settings,
+                                                           {"worker": 1, "jobId": 1, "scriptName": 1, "state": 1})}
     queued = queued_here(ctx)
     last = last_jobs(ctx)
     figures = speed.figures(ctx.settings)
@@ -120,9 +120,8 @@ def queued_here(ctx: Ctx) -> dict[str, int]:
     key = (ctx.settings.mongo_url, ctx.settings.mongo_db)
     at, counts = _queued_cache.get(key, (-QUEUED_EVERY, {}))
     if time.monotonic() - at >= QUEUED_EVERY:
-        counts = {g["_id"]: g["n"] for g in store.db(ctx.settings).orders.aggregate([
-            {"$match": {"state": orders.UNASSIGNED, "pinnedWorker": {"$type": "string"}}},
-            {"$group": {"_id": "$pinnedWorker", "n": {"$sum": 1}}}])}
+        counts = order_store.count_by("pinnedWorker", {"state": orders.UNASSIGNED, "pinnedWorker": {"$type": "string"}},
+                                      ctx.settings)
         _queued_cache[key] = (time.monotonic(), counts)
     return counts
 
@@ -212,8 +211,7 @@ def machine_card(ctx: Ctx, machine: dict[str, Any]) -> html.Section:
 
 def machine_chart(ctx: Ctx, job_id: str | None) -> go.Figure:
     """The followed Job's metric points (``report()`` or printed metric lines), drawn small."""
-    order = store.db(ctx.settings).orders.find_one({"jobId": job_id}, {"metrics": {"$slice": -CHART_POINTS}}) \
-        if job_id else None
+    order = order_store.by_job(job_id, ctx.settings, {"metrics": {"$slice": -CHART_POINTS}}) if job_id else None
     if not order or not order.get("metrics"):
         return empty_figure("", "no metrics printed or reported yet").update_layout(
             height=190, margin={"l": 10, "r": 10, "t": 10, "b": 10})

@@ -4,8 +4,9 @@ Every process gets its own client (pymongo clients must not cross a fork: Celery
 are forked from the worker's main process). Writes that must not be lost go through ``durable``,
 which keeps retrying while the HQ's database is restarting.
 
-The package is where each collection gets its owner module (``store/jobs.py`` reads Jobs by id); new
-code reads a collection through its module instead of ``db(...).<collection>``.
+Each collection has one owner module that alone queries and updates it (``store/orders.py``,
+``store/outcomes.py``, ``store/jobs.py``, ``store/workers.py``; the others are listed in
+``docs/architecture.md``); ``tests/test_architecture.py`` fails on a ``db(...).<collection>`` elsewhere.
 """
 
 from __future__ import annotations
@@ -69,28 +70,12 @@ def forget_clients() -> None:
 
 
 def ensure_indexes(settings: Settings | None = None) -> None:
-    """Indexes on everything we look up, filter or sort by, and the one-Outcome-per-Job guarantee."""
-    d = db(settings)
-    d.orders.create_index("jobId", unique=True)
-    d.orders.create_index([("state", 1), ("heartbeatAt", 1)])
-    d.orders.create_index([("state", 1), ("createdDate", 1)])
-    d.orders.create_index([("worker", 1), ("state", 1)])
-    d.orders.create_index("updatedDate")  # what changed since: keeps order_index current
-    d.orders.create_index("sweepId")  # a sweep's status reads its trials' Orders (else a scan of every Order)
-    d.orders.create_index([("placedOn", 1), ("state", 1)])  # Jobs placed on a faster worker (speed.py)
-    d.outcomes.create_index("jobId", unique=True)
-    d.outcomes.create_index("loss")
-    d.outcomes.create_index("metric")
-    d.outcomes.create_index("finishedDate")
-    # The store scans the whole collection for a range on ``_id`` alone; an index led by ``_id`` makes
-    # "Outcomes written since X" an index range (how ``ranking`` keeps its pages current).
-    d.outcomes.create_index([("_id", 1), ("jobId", 1)])
-    for field in ("state", "worker"):  # the result pages' filters (ranking's fallback queries them)
-        d.outcomes.create_index(field)
-    d.jobs.create_index("createdDate")
-    d.jobs.create_index("projectName")
-    d.jobs.create_index("scriptName")
-    d.workers.create_index("name", unique=True)
+    """Indexes on everything we look up, filter or sort by, and the one-Outcome-per-Job guarantee: each
+    collection's owner module lists its own."""
+    from mlqueue.store import jobs, orders, outcomes, workers
+
+    for owner in (orders, outcomes, jobs, workers):
+        owner.ensure_indexes(settings)
 
 
 IN_CHUNK = 50  # SecantusDB matches ``$in`` in time that grows with the square of its length

@@ -6,12 +6,20 @@ one back by id, so "is this a valid id?" and "which fields?" are answered the sa
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from bson import ObjectId
 
 from mlqueue import store
 from mlqueue.settings import Settings
+
+
+def ensure_indexes(settings: Settings | None = None) -> None:
+    """The fields Job pages filter and sort by, and ``sweepId`` (the sweep driver finds its trials' Jobs)."""
+    coll = store.db(settings).jobs
+    for field in ("createdDate", "projectName", "scriptName", "sweepId"):
+        coll.create_index(field)
 
 
 def get(job_id: str, settings: Settings | None = None, projection: dict[str, int] | None = None,
@@ -42,3 +50,25 @@ def by_ids(job_ids: list[str], settings: Settings | None = None) -> dict[str, di
 def insert(docs: list[dict[str, Any]], settings: Settings | None = None) -> None:
     """Store new Jobs (each with its own ``_id``) in one batch, durably (a retry skips those already written)."""
     store.insert_all(store.db(settings).jobs, docs, "store jobs", settings)
+
+
+def every(settings: Settings | None = None) -> dict[str, dict[str, Any]]:
+    """Every Job, by id (one pass over the collection, for whole-table reads)."""
+    return {str(j["_id"]): j for j in store.db(settings).jobs.find({})}
+
+
+def created_since(since: datetime | None, settings: Settings | None = None) -> list[dict[str, Any]]:
+    """The Jobs created at or after ``since`` (a range of the ``createdDate`` index); all Jobs for None."""
+    return list(store.db(settings).jobs.find({"createdDate": {"$gte": since}} if since is not None else {}))
+
+
+def newest_first(where: dict[str, Any], offset: int, limit: int,
+                 settings: Settings | None = None) -> list[dict[str, Any]]:
+    """One page of the Jobs matching ``where``, newest first (``_id`` descending)."""
+    return list(store.db(settings).jobs.find(where).sort("_id", -1).skip(offset).limit(limit))
+
+
+def trial_id(sweep_id: str, trial_number: int, settings: Settings | None = None) -> str | None:
+    """The id of the Job a sweep submitted for this trial, or None (the driver's check before submitting)."""
+    found = store.db(settings).jobs.find_one({"sweepId": sweep_id, "trialNumber": trial_number}, {"_id": 1})
+    return str(found["_id"]) if found else None

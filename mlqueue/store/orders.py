@@ -26,6 +26,18 @@ def _orders(settings: Settings | None) -> Collection:
     return store.db(settings).orders
 
 
+def ensure_indexes(settings: Settings | None = None) -> None:
+    """The indexes every read below relies on; ``jobId`` unique (one Order per Job)."""
+    coll = _orders(settings)
+    coll.create_index("jobId", unique=True)
+    coll.create_index([("state", 1), ("heartbeatAt", 1)])
+    coll.create_index([("state", 1), ("createdDate", 1)])
+    coll.create_index([("worker", 1), ("state", 1)])
+    coll.create_index("updatedDate")  # what changed since: keeps order_index current
+    coll.create_index("sweepId")  # a sweep's status reads its trials' Orders (else a scan of every Order)
+    coll.create_index([("placedOn", 1), ("state", 1)])  # Jobs placed on a faster worker (speed.py)
+
+
 # --------------------------------------------------------------------------- writes (orders.py's moves)
 
 
@@ -145,3 +157,115 @@ def by_job_ids(job_ids: Iterable[str], settings: Settings | None = None,
                projection: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """The Orders of these Jobs, read ``store.IN_CHUNK`` ids at a time (missing ids are left out)."""
     return store.find_in(_orders(settings), "jobId", list(job_ids), projection)
+
+
+# --------------------------------------------------------------------------- reads for the use cases and pages
+
+
+def states_of(job_ids: list[str], settings: Settings | None = None) -> dict[str, str]:
+    """The state of each named Job's Order (unknown ids are left out)."""
+    return {o["jobId"]: o["state"] for o in by_job_ids(job_ids, settings, {"jobId": 1, "state": 1})}
+
+
+def in_state_of(job_id: str, states: Iterable[str], settings: Settings | None = None,
+                projection: dict[str, Any] | None = None) -> dict[str, Any] | None:
+    """The Order of this Job if it is in one of ``states`` (e.g. final), else None."""
+    return _orders(settings).find_one({"jobId": job_id, "state": {"$in": list(states)}}, projection)
+
+
+def oldest_first(offset: int, limit: int, settings: Settings | None = None,
+                 projection: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """One page of Orders in the order they were stored (``_id``)."""
+    return list(_orders(settings).find({}, projection).sort("_id", 1).skip(offset).limit(limit))
+
+
+def newest_first(where: dict[str, Any], offset: int, limit: int, settings: Settings | None = None,
+                 projection: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """One page of the Orders matching ``where``, newest Job first (``jobId`` descending)."""
+    return list(_orders(settings).find(where, projection).sort("jobId", -1).skip(offset).limit(limit))
+
+
+def matching(where: dict[str, Any], settings: Settings | None = None,
+             projection: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Every Order matching ``where`` (a filter on the Order's own fields: state, projectName, sweepId...)."""
+    return list(_orders(settings).find(where, projection))
+
+
+def every(settings: Settings | None = None, projection: dict[str, Any] | None = None) -> Iterator[dict[str, Any]]:
+    """Every Order (a cursor: one pass over the collection, for whole-table reads)."""
+    return _orders(settings).find({}, projection)
+
+
+def updated_since(since: datetime | None, settings: Settings | None = None,
+                  projection: dict[str, Any] | None = None) -> Iterator[dict[str, Any]]:
+    """The Orders whose ``updatedDate`` is at or after ``since`` (a range of its index)."""
+    return _orders(settings).find({"updatedDate": {"$gte": since}}, projection)
+
+
+def in_states(states: Iterable[str], settings: Settings | None = None,
+              projection: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """The Orders in one of ``states`` (the ``state`` index; held Orders are a handful)."""
+    return list(_orders(settings).find({"state": {"$in": list(states)}}, projection))
+
+
+def held_by(worker: str, states: Iterable[str], settings: Settings | None = None,
+            projection: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """The Orders this worker holds (in one of ``states``), by the ``worker``+``state`` index."""
+    return list(_orders(settings).find({"worker": worker, "state": {"$in": list(states)}}, projection))
+
+
+def job_ids_in_among(states: Iterable[str], job_ids: list[str], settings: Settings | None = None) -> list[str]:
+    """Which of these Jobs have an Order in one of ``states``."""
+    found = _orders(settings).find({"jobId": {"$in": job_ids}, "state": {"$in": list(states)}}, {"jobId": 1})
+    return [o["jobId"] for o in found]
+
+
+def job_ids_matching(where: dict[str, Any], settings: Settings | None = None) -> list[str]:
+    """The Job ids of the Orders matching ``where`` (to filter Outcomes by project, script, sweep)."""
+    return [o["jobId"] for o in _orders(settings).find(where, {"jobId": 1, "_id": 0})]
+
+
+def with_deliveries(state: str, deliveries: list[str], settings: Settings | None = None,
+                    projection: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """The Orders in ``state`` whose current delivery is one of ``deliveries`` (messages found in the broker)."""
+    return list(_orders(settings).find({"state": state, "delivery": {"$in": deliveries}}, projection))
+
+
+def count_by(field: str, match: dict[str, Any] | None = None, settings: Settings | None = None) -> dict[Any, int]:
+    """How many Orders (matching ``match``) have each value of ``field`` (state, pinnedWorker...)."""
+    pipeline: list[dict[str, Any]] = [{"$match": match}] if match else []
+    pipeline.append({"$group": {"_id": f"${field}", "n": {"$sum": 1}}})
+    return {row["_id"]: row["n"] for row in _orders(settings).aggregate(pipeline)}
+
+
+def waiting_groups(state: str, settings: Settings | None = None) -> list[dict[str, Any]]:
+    """Orders in ``state`` grouped by requirement class and pinned worker: ``_id`` {c, w}, ``jobs`` (count),
+    ``requires``, ``oldest`` (createdDate) and ``example`` (a jobId), for "why does it wait"."""
+    return list(_orders(settings).aggregate([
+        {"$match": {"state": state}},
+        {"$group": {"_id": {"c": "$requirementClass", "w": "$pinnedWorker"}, "jobs": {"$sum": 1},
+                    "requires": {"$first": "$requires"}, "oldest": {"$min": "$createdDate"},
+                    "example": {"$first": "$jobId"}}},
+    ]))
+
+
+# --------------------------------------------------------------------------- placement (speed.py)
+
+
+def running_on_or_placed_on(worker: str, held: Iterable[str], waiting: str, settings: Settings | None = None,
+                            projection: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """What ``worker`` still has to do: the Orders it holds (in ``held``) and those in ``waiting`` placed on it."""
+    return list(_orders(settings).find({"$or": [{"worker": worker, "state": {"$in": list(held)}},
+                                                {"placedOn": worker, "state": waiting}]}, projection))
+
+
+def placed(state: str, settings: Settings | None = None,
+           projection: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Orders in ``state`` placed on some worker (``placedOn`` set): an index range, not a scan."""
+    return list(_orders(settings).find({"placedOn": {"$gt": ""}, "state": state}, projection))
+
+
+def oldest_placed_on(worker: str, state: str, settings: Settings | None = None) -> dict[str, Any] | None:
+    """``jobId`` and ``delivery`` of the Order in ``state`` placed on ``worker`` the longest ago, or None."""
+    return _orders(settings).find_one({"state": state, "placedOn": worker}, {"jobId": 1, "delivery": 1},
+                                      sort=[("updatedDate", 1)])

@@ -8,9 +8,11 @@ Orders. This module is the one place that queries the collection; the indexes it
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from datetime import datetime
 from typing import Any
 
+from bson import ObjectId
 from pymongo.collection import Collection
 
 from mlqueue import store
@@ -19,6 +21,20 @@ from mlqueue.settings import Settings
 
 def _outcomes(settings: Settings | None) -> Collection:
     return store.db(settings).outcomes
+
+
+def ensure_indexes(settings: Settings | None = None) -> None:
+    """``jobId`` unique (one final Outcome per Job), and the fields results are ranked and filtered by."""
+    coll = _outcomes(settings)
+    coll.create_index("jobId", unique=True)
+    coll.create_index("loss")
+    coll.create_index("metric")
+    coll.create_index("finishedDate")
+    # The store scans the whole collection for a range on ``_id`` alone; an index led by ``_id`` makes
+    # "Outcomes written since X" an index range (how ``ranking`` keeps its pages current).
+    coll.create_index([("_id", 1), ("jobId", 1)])
+    for field in ("state", "worker"):  # the result pages' filters (ranking's fallback queries them)
+        coll.create_index(field)
 
 
 def insert_once(job_id: str, outcome: dict[str, Any], settings: Settings | None = None) -> None:
@@ -42,3 +58,63 @@ def job_ids(settings: Settings | None = None) -> set[str]:
 def job_ids_among(wanted: Iterable[str], settings: Settings | None = None) -> set[str]:
     """Which of these Job ids have an Outcome, read ``store.IN_CHUNK`` ids at a time."""
     return {o["jobId"] for o in store.find_in(_outcomes(settings), "jobId", list(wanted), {"jobId": 1})}
+
+
+def of_job(job_id: str, settings: Settings | None = None,
+           projection: dict[str, Any] | None = None) -> dict[str, Any] | None:
+    """The Outcome of this Job (only ``projection`` if given; default without ``_id``), or None."""
+    return _outcomes(settings).find_one({"jobId": job_id}, projection or {"_id": 0})
+
+
+def for_jobs(wanted: Iterable[str], settings: Settings | None = None) -> dict[str, dict[str, Any]]:
+    """The Outcomes of these Jobs (without ``_id``), by Job id, read ``store.IN_CHUNK`` ids at a time."""
+    return {o["jobId"]: o for o in store.find_in(_outcomes(settings), "jobId", list(wanted), {"_id": 0})}
+
+
+def job_ids_finished_since(since: datetime, settings: Settings | None = None) -> set[str]:
+    """The Job ids whose Outcome's ``finishedDate`` is at or after ``since`` (a range of its index)."""
+    return {o["jobId"] for o in _outcomes(settings).find({"finishedDate": {"$gte": since}}, {"jobId": 1})}
+
+
+def written_after(after: ObjectId | None, settings: Settings | None = None,
+                  projection: dict[str, Any] | None = None) -> Iterator[dict[str, Any]]:
+    """The Outcomes stored after the one with ``_id`` ``after`` (all of them for None): an ``_id`` range."""
+    return _outcomes(settings).find({"_id": {"$gt": after}} if after is not None else {}, projection)
+
+
+def done_by_worker(settings: Settings | None = None) -> dict[str, dict[str, Any]]:
+    """Per worker name: ``n`` (Outcomes it wrote) and ``busy`` (their ``durationSeconds`` summed)."""
+    return {row["_id"]: row for row in _outcomes(settings).aggregate(
+        [{"$group": {"_id": "$worker", "n": {"$sum": 1}, "busy": {"$sum": "$durationSeconds"}}}])}
+
+
+def recent_successes(limit: int, settings: Settings | None = None,
+                     projection: dict[str, Any] | None = None) -> Iterator[dict[str, Any]]:
+    """The ``limit`` newest succeeded Outcomes with a positive duration (what speed figures learn from)."""
+    return _outcomes(settings).find({"state": "succeeded", "durationSeconds": {"$gt": 0}},
+                                    projection).sort("finishedDate", -1).limit(limit)
+
+
+NUMBER = {"$gte": float("-inf")}  # matches every number (Mongo compares within a type), and uses the index
+
+
+def page_sorted_by(sort: str, descending: bool, where: dict[str, Any], offset: int, limit: int,
+                   settings: Settings | None = None) -> list[dict[str, Any]]:
+    """One page of the Outcomes matching ``where`` (without ``_id``), sorted, skipped and limited by the store.
+
+    Those whose ``sort`` field is a number come first, in order (an indexed sort field); the rest
+    follow, newest Job first.
+    """
+    coll = _outcomes(settings)
+    scored = _and(where, {sort: NUMBER})
+    rows = list(coll.find(scored, {"_id": 0}).sort(sort, -1 if descending else 1).skip(offset).limit(limit))
+    if len(rows) < limit:
+        n_scored = offset + len(rows) if rows or not offset else coll.count_documents(scored)
+        rest = coll.find(_and(where, {sort: {"$not": NUMBER}}), {"_id": 0}).sort("jobId", -1)
+        rows += list(rest.skip(max(0, offset - n_scored)).limit(limit - len(rows)))
+    return rows
+
+
+def _and(where: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    clash = set(where) & set(extra)
+    return {"$and": [where, extra]} if clash else {**where, **extra}

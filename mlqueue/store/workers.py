@@ -16,6 +16,11 @@ from mlqueue import store
 from mlqueue.settings import Settings
 
 
+def ensure_indexes(settings: Settings | None = None) -> None:
+    """One document per worker name."""
+    store.db(settings).workers.create_index("name", unique=True)
+
+
 def listing(settings: Settings | None = None) -> list[dict[str, Any]]:
     """Every worker's document (without ``_id``), by name."""
     return list(store.db(settings).workers.find({}, {"_id": 0}).sort("name", 1))
@@ -24,6 +29,11 @@ def listing(settings: Settings | None = None) -> list[dict[str, Any]]:
 def by_name(name: str, settings: Settings | None = None, fields: Sequence[str] | None = None) -> dict[str, Any] | None:
     """The worker with this full name (``w1@host``), or None; only ``fields`` (and ``_id``) if given."""
     return store.db(settings).workers.find_one({"name": name}, dict.fromkeys(fields, 1) if fields else None)
+
+
+def of_machine(machine: str, settings: Settings | None = None) -> list[dict[str, Any]]:
+    """The documents of the workers a joined machine runs (their names start with ``machine@``)."""
+    return list(store.db(settings).workers.find({"name": {"$regex": f"^{re.escape(machine)}@"}}))
 
 
 def alive(settings: Settings, fields: Sequence[str] = ("name",)) -> list[dict[str, Any]]:

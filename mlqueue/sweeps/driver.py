@@ -44,6 +44,7 @@ from mlqueue import datasets, jobs, orders, store, sweeps, verdicts
 from mlqueue.errors import NotFound
 from mlqueue.settings import Settings, get_settings
 from mlqueue.store import jobs as job_store
+from mlqueue.store import orders as order_store
 
 log = logging.getLogger(__name__)
 
@@ -86,8 +87,8 @@ def ensure_indexes(settings: Settings | None = None) -> None:
     d.sweeps.create_index("state")
     d.sweep_trials.create_index([("sweepId", 1), ("trialNumber", 1)], unique=True)
     d.sweep_trials.create_index([("sweepId", 1), ("told", 1)])
-    d.orders.create_index("sweepId")
-    d.jobs.create_index("sweepId")
+    order_store.ensure_indexes(settings)  # its trials are found by ``sweepId``
+    job_store.ensure_indexes(settings)
 
 
 def _quiet_optuna() -> None:
@@ -196,11 +197,10 @@ def status(sweep_id: str, settings: Settings | None = None) -> dict[str, Any]:
     """Trials by state, best so far, wall time, machine time and the machines used."""
     doc = get(sweep_id, settings)
     sid = str(doc["_id"])
-    d = store.db(settings)
     now = orders.now()
     machine_seconds, machines = 0.0, set()
-    for order in d.orders.find({"sweepId": sid}, {"startedDate": 1, "finishedDate": 1, "worker": 1, "outcome.worker": 1,
-                                                  "state": 1}):
+    for order in order_store.matching({"sweepId": sid}, settings, {"startedDate": 1, "finishedDate": 1, "worker": 1,
+                                                                   "outcome.worker": 1, "state": 1}):
         started = order.get("startedDate")
         if started:
             machine_seconds += ((order.get("finishedDate") or now) - started).total_seconds()
@@ -360,7 +360,7 @@ class Driver:
         job_ids = [r["jobId"] for r in open_records if r.get("jobId")]
         pruning = ctx.sweep.file.earlyStopping.method != "none"
         projection = {"history": 0, "log": 0} if pruning else {"history": 0, "log": 0, "metrics": 0}
-        by_job = {o["jobId"]: o for o in d.orders.find({"jobId": {"$in": job_ids}}, projection)}
+        by_job = {o["jobId"]: o for o in order_store.by_job_ids(job_ids, self.settings, projection)}
         unfinished, changed = 0, False
         for record in open_records:
             order = by_job.get(record.get("jobId"))
@@ -483,9 +483,9 @@ class Driver:
     def _submit_recorded(self, ctx: _Context, record: dict[str, Any]) -> None:
         """A trial recorded but not linked to a Job (a driver died in between): link or submit it once."""
         d = store.db(self.settings)
-        existing = d.jobs.find_one({"sweepId": ctx.id, "trialNumber": record["trialNumber"]}, {"_id": 1})
-        if existing is not None and d.orders.find_one({"jobId": str(existing["_id"])}, {"_id": 1}):
-            job_id = str(existing["_id"])
+        existing = job_store.trial_id(ctx.id, record["trialNumber"], self.settings)
+        if existing is not None and order_store.by_job(existing, self.settings, {"_id": 1}):
+            job_id = existing
             d.sweep_trials.update_one({"_id": record["_id"]}, {"$set": {"jobId": job_id}})
             record["jobId"] = job_id
             return
