@@ -77,7 +77,7 @@ def start(home: Path) -> None:
     settings = reload_settings()
     store.forget_clients()
     worker_log = home / "logs" / "worker.out"
-    _wait(lambda: any(w.get("online") for w in worker_store.of_machine("local", settings)), 180,
+    _wait(lambda: any(worker_store.is_online(w, settings) for w in worker_store.of_machine("local", settings)), 180,
           "the local worker", worker_log)
 
 

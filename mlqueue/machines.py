@@ -234,12 +234,10 @@ def listing(settings: Settings | None = None) -> list[dict[str, Any]]:
     settings = settings or get_settings()
     d = store.db(settings)
     rows = []
-    silent_after = 3 * settings.heartbeat_every  # as the status page judges it: a killed worker says no goodbye
     for machine in d.machines.find().sort("_id", 1):
         name = machine["_id"]
         workers = worker_store.of_machine(name, settings)
-        online = [w for w in workers if w.get("online") and w.get("lastHeartbeat")
-                  and (now() - w["lastHeartbeat"]).total_seconds() < silent_after]
+        online = [w for w in workers if worker_store.is_online(w, settings)]
         shown = online[0] if online else (workers[0] if workers else {})
         state = machine["state"] if machine["state"] == REVOKED else ("online" if online else "offline")
         rows.append({"name": name, "state": state, "joined": machine.get("joinedDate"),

@@ -62,7 +62,6 @@ def workers(settings: Settings | None = None) -> list[dict[str, Any]]:
     """Registered workers, with what each runs now, jobs done and busy share — derived from Orders/Outcomes."""
     settings = settings or get_settings()
     now = orders.now()
-    silent_after = 3 * settings.heartbeat_every  # a worker killed without a goodbye stops beating
     running = {o["worker"]: o["jobId"] for o in order_store.in_states(orders.HELD, settings, {"worker": 1, "jobId": 1})}
     done = outcome_store.done_by_worker(settings)
     out = []
@@ -70,7 +69,7 @@ def workers(settings: Settings | None = None) -> list[dict[str, Any]]:
         beat, started = w.get("lastHeartbeat"), w.get("firstSeen") or w.get("startedDate")
         stats = done.get(w["name"], {})
         w["heartbeatAgeSeconds"] = round((now - beat).total_seconds(), 1) if beat else None
-        w["online"] = bool(w.get("online")) and beat is not None and (now - beat).total_seconds() < silent_after
+        w["online"] = worker_store.is_online(w, settings, now)
         w["currentJob"] = running.get(w["name"])
         w["jobsDone"] = stats.get("n", 0)
         w["busySeconds"] = round(stats.get("busy") or 0.0, 1)

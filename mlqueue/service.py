@@ -25,7 +25,6 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterator
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -193,7 +192,7 @@ def worker_command(name: str, action: str, by: str, settings: Settings) -> dict[
 
 def worker_counts(settings: Settings) -> dict[str, int]:
     """Workers registered, and those online with a fresh heartbeat (cheap: two counts)."""
-    return worker_store.counts(orders.now() - timedelta(seconds=settings.lost_after), settings)
+    return worker_store.counts(settings)
 
 
 # --------------------------------------------------------------------------- scripts and datasets

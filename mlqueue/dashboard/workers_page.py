@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import dash
@@ -60,7 +60,8 @@ def worker_rows(ctx: Ctx) -> list[dict[str, Any]]:
         spent = mine.get("busySeconds", 0.0)
         current = mine.get("currentJob")
         rows.append({
-            "name": worker["name"], "online": bool(worker.get("online")), "host": worker.get("host"),
+            "name": worker["name"], "online": worker_store.is_online(worker, ctx.settings, now),
+            "host": worker.get("host"),
             "currentJob": f"[{current}]({ctx.href('/job/' + current)})" if current else "idle",
             "heartbeatAgeSeconds": round((now - beat).total_seconds(), 1) if isinstance(beat, datetime) else None,
             "jobsDone": mine.get("jobsDone", 0),
@@ -95,7 +96,6 @@ def machines(ctx: Ctx) -> list[dict[str, Any]]:
     and one pass over the queued Orders pinned to a machine.
     """
     now = orders.now()
-    fresh = timedelta(seconds=3 * ctx.settings.heartbeat_every)
     held = {o["worker"]: o for o in order_store.in_states(orders.HELD, ctx.settings,
                                                            {"worker": 1, "jobId": 1, "scriptName": 1, "state": 1})}
     queued = queued_here(ctx)
@@ -103,8 +103,8 @@ def machines(ctx: Ctx) -> list[dict[str, Any]]:
     figures = speed.figures(ctx.settings)
     out = []
     for worker in worker_store.listing(ctx.settings):
-        name, beat = worker["name"], worker.get("lastHeartbeat")
-        alive = bool(worker.get("online")) and isinstance(beat, datetime) and now - beat < fresh
+        name = worker["name"]
+        alive = worker_store.is_online(worker, ctx.settings, now)
         job = held.get(name) or last.get(name)
         out.append({"name": name, "state": machine_state(worker, alive), "host": worker.get("host"),
                     "capabilities": worker.get("capabilities") or {}, "current": name in held,

@@ -36,14 +36,33 @@ def of_machine(machine: str, settings: Settings | None = None) -> list[dict[str,
     return list(store.db(settings).workers.find({"name": {"$regex": f"^{re.escape(machine)}@"}}))
 
 
-def alive(settings: Settings, fields: Sequence[str] = ("name",)) -> list[dict[str, Any]]:
-    """The workers online with a heartbeat in the last ``3 * heartbeat_every`` seconds, by name.
+# --------------------------------------------------------------------------- "online": the one rule
 
-    A worker killed without a goodbye stays ``online`` in its document; its silence is what says it is gone.
+
+def silent_since(settings: Settings, now: datetime | None = None) -> datetime:
+    """A worker whose last heartbeat is older than this is not online: ``now - lost_after``.
+
+    ``lost_after`` is the silence after which the reaper declares the Orders a worker holds lost (and
+    queues them again), so the status, the API, the dashboard, the machines listing and routing call a
+    worker offline exactly when the reaper has stopped waiting for it. A shorter threshold showed a
+    worker offline while it still held its Jobs (not yet re-queued); a longer one would show one online
+    that the reaper already gave up on. A worker killed without a goodbye keeps ``online: true`` in its
+    document: its silence is what says it is gone.
     """
-    fresh = datetime.now(UTC) - timedelta(seconds=3 * settings.heartbeat_every)
-    return list(store.db(settings).workers.find({"online": True, "lastHeartbeat": {"$gte": fresh}},
-                                                {"_id": 0, **dict.fromkeys(fields, 1)}).sort("name", 1))
+    return (now or datetime.now(UTC)) - timedelta(seconds=settings.lost_after)
+
+
+def is_online(worker: dict[str, Any], settings: Settings, now: datetime | None = None) -> bool:
+    """Whether this worker document counts as online now: no goodbye, and a heartbeat since ``silent_since``."""
+    beat = worker.get("lastHeartbeat")
+    return bool(worker.get("online")) and isinstance(beat, datetime) and beat > silent_since(settings, now)
+
+
+def alive(settings: Settings, fields: Sequence[str] = ("name",)) -> list[dict[str, Any]]:
+    """The workers online now (``is_online``), by name, with only ``fields``."""
+    return list(store.db(settings).workers.find(
+        {"online": True, "lastHeartbeat": {"$gt": silent_since(settings)}},
+        {"_id": 0, **dict.fromkeys(fields, 1)}).sort("name", 1))
 
 
 def names_starting(prefix: str, settings: Settings | None = None, limit: int = 0) -> list[str]:
@@ -52,10 +71,10 @@ def names_starting(prefix: str, settings: Settings | None = None, limit: int = 0
     return [w["name"] for w in (found.limit(limit) if limit else found)]
 
 
-def counts(fresh_since: datetime, settings: Settings | None = None) -> dict[str, int]:
-    """Workers registered, and those online with a heartbeat since ``fresh_since``."""
+def counts(settings: Settings) -> dict[str, int]:
+    """Workers registered, and those online now (``is_online``)."""
     d = store.db(settings)
-    return {"online": d.workers.count_documents({"online": True, "lastHeartbeat": {"$gte": fresh_since}}),
+    return {"online": d.workers.count_documents({"online": True, "lastHeartbeat": {"$gt": silent_since(settings)}}),
             "registered": d.workers.count_documents({})}
 
 
