@@ -45,6 +45,7 @@ from mlqueue.errors import NotFound
 from mlqueue.settings import Settings, get_settings
 from mlqueue.store import jobs as job_store
 from mlqueue.store import orders as order_store
+from mlqueue.values import is_number
 
 log = logging.getLogger(__name__)
 
@@ -520,7 +521,7 @@ class Driver:
         points = []
         for i, point in enumerate(order.get("metrics") or []):
             value, step = point.get(metric), point.get(step_key, i + 1)
-            if not _number(value) or not isinstance(step, int) or isinstance(step, bool):
+            if not is_number(value) or not isinstance(step, int) or isinstance(step, bool):
                 continue
             if last is None or step > last:
                 points.append((step, float(value)))
@@ -583,12 +584,12 @@ class Driver:
         field = ctx.sweep.file.objective.field
         if order["state"] == orders.SUCCEEDED:
             value = outcome.get(field)
-            if _number(value):
+            if is_number(value):
                 return orders.SUCCEEDED, float(value), None
             return orders.FAILED, None, f"the outcome has no number in {field!r}, so the trial counts as failed"
         if order["state"] == orders.PRUNED:
             value = outcome.get(ctx.sweep.report_metric)
-            return orders.PRUNED, float(value) if _number(value) else None, outcome.get("message")
+            return orders.PRUNED, float(value) if is_number(value) else None, outcome.get("message")
         return order["state"], None, outcome.get("message")
 
     def _tell_study(self, ctx: _Context, number: int, state: str | None, value: float | None) -> None:
@@ -639,7 +640,7 @@ class Driver:
 
 def missing_objective(field: str, outcome: dict[str, Any], trial: int) -> str:
     """Why a sweep stops when its objective is not a field of a finished trial's Outcome."""
-    numeric = [k for k, v in outcome.items() if _number(v)]
+    numeric = [k for k, v in outcome.items() if is_number(v)]
     close = difflib.get_close_matches(field, numeric, n=1, cutoff=0.5) or \
         difflib.get_close_matches(field, list(outcome), n=1, cutoff=0.5)
     hint = f"; did you mean {close[0]!r}?" if close else ""
@@ -651,7 +652,3 @@ def missing_objective(field: str, outcome: dict[str, Any], trial: int) -> str:
 def _pairs(chosen: dict[str, Any]) -> list[dict[str, Any]]:
     """Chosen values as a list: parameter names hold dots and brackets, which make poor Mongo keys."""
     return [{"name": k, "value": v} for k, v in chosen.items()]
-
-
-def _number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
