@@ -9,15 +9,14 @@ sent over Celery), and exactly one JSON object on the last stdout line.
 from __future__ import annotations
 
 import json
-import math
 import sys
 from collections.abc import Callable, Mapping
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
+
+from ml_scripts._json_safe import json_safe
 
 Outcome = dict[str, Any]
 Report = Callable[..., None]
@@ -52,41 +51,6 @@ def noop_report(**_metrics: Any) -> None:
 def bad_request(message: str, field: str) -> Outcome:
     """Outcome for a job the script refuses to run; ``field`` names the culprit."""
     return {"status": 400, "message": message, "field": field}
-
-
-def json_safe(value: Any, dates: bool = False) -> Any:
-    """Convert numpy/pandas values to plain JSON types; NaN and infinities become None.
-
-    ``json.dumps`` would otherwise emit ``NaN`` (invalid JSON) or fail on numpy scalars. The one
-    conversion for scripts and the worker (which stores Outcomes and metric points with it):
-    ``dates=True`` keeps ``datetime`` values, which the store keeps as dates; other array-likes (a
-    tensor) go through their ``tolist``/``item``; anything else becomes its ``str``.
-    """
-    if isinstance(value, Mapping):
-        return {str(key): json_safe(item, dates) for key, item in value.items()}
-    if isinstance(value, (list, tuple, set)):
-        return [json_safe(item, dates) for item in value]
-    if isinstance(value, (np.ndarray, pd.Series, pd.Index)):
-        return [json_safe(item, dates) for item in value.tolist()]
-    if isinstance(value, (bool, np.bool_)):
-        return bool(value)
-    if isinstance(value, (int, np.integer)):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        number = float(value)
-        return number if math.isfinite(number) else None
-    if isinstance(value, Path):
-        return str(value)
-    if value is None or isinstance(value, str):
-        return value
-    if value is pd.NaT:
-        return None
-    if dates and isinstance(value, datetime):
-        return value
-    for convert in ("tolist", "item"):
-        if callable(getattr(value, convert, None)):
-            return json_safe(getattr(value, convert)(), dates)
-    return str(value)
 
 
 def require_path(job: Mapping[str, Any], field: str, *, directory: bool = False) -> Path:

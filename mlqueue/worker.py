@@ -29,7 +29,7 @@ from typing import Any
 from bson import ObjectId
 from celery import signals
 
-from ml_scripts._common import json_safe
+from ml_scripts._json_safe import json_safe
 from mlqueue import (
     artifacts,
     checkpoints,

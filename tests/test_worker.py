@@ -170,3 +170,17 @@ def test_a_job_rides_in_its_message_and_a_resent_message_reads_it_the_script_see
     farm.start_worker("w1")
     seen = _seen_by_script(farm, carried, tmp_path / "a.json")
     assert seen == _seen_by_script(farm, resent, tmp_path / "b.json") and seen["notes"] == job["notes"]
+
+
+def test_a_worker_starts_without_importing_pandas_or_numpy() -> None:
+    """The worker's own modules (``json_safe`` included) import no data library: a script that needs one
+    imports it when it runs, so a worker's start-up does not pay for it."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    probe = "import sys, mlqueue.worker; print(sorted({'pandas', 'numpy'} & set(sys.modules)))"
+    loaded = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert loaded.returncode == 0, loaded.stderr
+    assert loaded.stdout.strip() == "[]"
