@@ -21,7 +21,8 @@ A new ``delivery`` id is minted for every (re)queue; a message whose delivery is
 current one is stale and is acknowledged and ignored.
 
 Over 400 lines on purpose: every move of the state diagram above is here, so that whether two moves can
-both win is answered by reading one file. Reads that are not moves live in ``outcomes`` and ``store/``.
+both win is answered by reading one file. The queries and updates themselves are functions of
+``store/orders.py`` (the collection's one owner); reads that are not moves live in ``outcomes`` and ``store/``.
 """
 
 from __future__ import annotations
