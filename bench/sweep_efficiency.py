@@ -1,17 +1,20 @@
-"""Search efficiency of sweeps: grid vs random vs TPE vs TPE+ASHA at the same trial budget, in one run.
+"""Search efficiency of sweeps: a grid vs TPE with a pruner (ASHA, Hyperband) at the grid's trial count.
 
-The task is real training: ``ml_scripts/sklearn_mlp.py`` (an MLP on scikit-learn's bundled digits,
-validation log-loss reported every epoch). The space is learning rate, L2 and hidden width, all on log
-scales; the grid takes 3 points per dimension (the centres of each third of the log range, a fair grid),
-so every method gets the grid's trial budget (27). Two local workers run the trials; the driver runs here.
+The task is real training: ``ml_scripts/sklearn_mlp.py`` (an MLP on scikit-learn's bundled digits, 27
+epochs, validation log-loss reported every epoch, so early epochs say something about the last). The space
+is what a user tunes: learning rate, L2, hidden width and batch size, all on log scales. The grid is the
+one a user would write for it, 3 values per parameter (the centres of each third of the log range), so 81
+trials; every other method gets the same 81 trials over the same ranges, continuous. Two local workers
+run the trials (``maxParallel: 2``); the driver runs here.
 
 Figures per method (and per repeat, with different seeds):
 - best objective (validation log-loss, lower is better);
 - machine-seconds used: the sum over trials of worker time (Order started -> finished);
 - machine-seconds needed to reach the grid's best (the worker time spent, by every trial, up to the
   moment the method first had a trial as good as the grid's best; "not reached" if it never did);
-- wall-clock seconds of the sweep.
-Target: TPE+ASHA reaches the grid's best in at most 1/3 of the grid's machine time.
+- seconds trials spent waiting for their pruner's verdict at rungs (``rungWaits`` in their Outcomes);
+- wall-clock seconds of the sweep and the idle gap between a machine's trials.
+Target: TPE+ASHA reaches the grid's best in at most 1/3 of the grid's machine time, in >= 4 of 5 repeats.
 
 Baseline in the same run (``--in-process``): the same sweep file run by Optuna alone, no mlqueue, in as many
 local processes as there are workers (a shared journal file), the same training function reporting every
@@ -19,8 +22,10 @@ epoch to the same pruner. The grid's machine time in mlqueue over the in-process
 distributing a trial costs (goal <= 1.2); the per-trial script time and the idle gap between a machine's
 trials say where it goes.
 
-Run: ``.venv/bin/python bench/sweep_efficiency.py [--repeats N] [--methods grid,tpe+asha]``; prints a table and saves
-bench/results/sweep_efficiency.json. It starts its own servers and workers and stops them after.
+Run: ``.venv/bin/python bench/sweep_efficiency.py [--repeats 5] [--methods grid,tpe+asha] [--quick]``; prints
+a table and saves bench/results/sweep_efficiency.json. It starts its own servers and workers and stops them.
+About 2 minutes a repeat on 2 quiet cores with the default methods; ``--quick`` (one repeat, grid and
+TPE+ASHA, no in-process baseline) for a look while developing.
 """
 
 from __future__ import annotations
@@ -46,15 +51,14 @@ sys.path.insert(0, str(ROOT))
 from bench import harness  # noqa: E402
 
 RESULTS = harness.results_path("sweep_efficiency")
-TRIALS = 27
 EPOCHS = 27
+SEED = 200   # repeat i uses seed SEED + i (the sweep settings were chosen on seeds 100-104, in-process)
 
 BASE = f"""\
 base:
   scriptName: sklearn_mlp
   projectName: bench-sweeps
   epochs: {EPOCHS}
-  batchSize: 64
   hiddenLayers: [{{units: 64}}]
 objective: loss
 """
@@ -63,32 +67,33 @@ space:
   learningRate: {float: [1.0e-4, 0.3], log: true}
   l2: {float: [1.0e-6, 1.0], log: true}
   hiddenLayers[0].units: {int: [8, 256], log: true}
+  batchSize: {int: [16, 256], log: true}
 """
 GRID = """\
 space:
   learningRate: {choice: [3.8e-4, 5.5e-3, 7.9e-2]}
   l2: {choice: [1.0e-5, 1.0e-3, 1.0e-1]}
   hiddenLayers[0].units: {choice: [14, 45, 144]}
+  batchSize: {choice: [25, 64, 161]}
 """
+TRIALS = 3 ** 4   # the grid's size: every method gets as many trials
+TPE = "method: tpe\nmethodOptions: {n_startup_trials: 5}\n"
 METHODS = {
     "grid": GRID + "method: grid\nearlyStopping: none\n",
     "random": CONTINUOUS + "method: random\nearlyStopping: none\n",
-    "tpe": CONTINUOUS + "method: tpe\nmethodOptions: {n_startup_trials: 8}\nearlyStopping: none\n",
-    "tpe+asha": CONTINUOUS + "method: tpe\nmethodOptions: {n_startup_trials: 8}\n"
-                             "earlyStopping: {method: asha, metric: val_loss, minResource: 1, reductionFactor: 3}\n",
-    # not asked for by the target, measured alongside: the other two pruners a sweep file offers
-    "tpe+median": CONTINUOUS + "method: tpe\nmethodOptions: {n_startup_trials: 8}\n"
-                               "earlyStopping: {method: median, metric: val_loss, startupTrials: 4, warmupSteps: 3}\n",
-    "tpe+hyperband": CONTINUOUS + "method: tpe\nmethodOptions: {n_startup_trials: 8}\n"
-                                  "earlyStopping: {method: hyperband, metric: val_loss, minResource: 1, "
-                                  f"maxResource: {EPOCHS}, reductionFactor: 3}}\n",
+    "tpe": CONTINUOUS + TPE + "earlyStopping: none\n",
+    # ASHA with the sweep file's defaults: minResource auto (27 // 3**2 = 3), reductionFactor 3: rungs 3 and 9
+    "tpe+asha": CONTINUOUS + TPE + "earlyStopping: {method: asha, metric: val_loss}\n",
+    # measured alongside: ASHA judging from the first epoch (the sweep file's default minResource), Hyperband
+    "tpe+asha r1": CONTINUOUS + TPE + "earlyStopping: {method: asha, metric: val_loss, minResource: 1, "
+                                      "reductionFactor: 3}\n",
+    "tpe+hyperband": CONTINUOUS + TPE + "earlyStopping: {method: hyperband, metric: val_loss, minResource: 3, "
+                                        f"maxResource: {EPOCHS}, reductionFactor: 3}}\n",
+    "tpe+median": CONTINUOUS + TPE + "earlyStopping: {method: median, metric: val_loss, startupTrials: 4, "
+                                     "warmupSteps: 3}\n",
 }
-ASHA = METHODS["tpe+asha"]
-# ASHA by design trains about 1 trial in reductionFactor**(rungs-1) to the end: at the grid's trial count it
-# fully trains one or two. Measured alongside: the same search allowed 3x the trials (its machine time is
-# reported, so it is compared with the grid on machine time, not on trial count).
-METHODS[f"tpe+asha x{3 * TRIALS}"] = ASHA
-TRIALS_OF = {f"tpe+asha x{3 * TRIALS}": 3 * TRIALS}
+DEFAULT_METHODS = "grid,tpe+asha"
+PRUNED = [m for m in METHODS if "+" in m]
 
 
 def start_workers(n: int, env: dict[str, str], home: Path) -> list[subprocess.Popen]:
@@ -131,7 +136,8 @@ def run_sweep(name: str, seed: int, settings: Any) -> dict[str, Any]:
         trials.append({"state": order["state"], "started": order["startedDate"], "finished": order["finishedDate"],
                        "loss": outcome.get("loss") if order["state"] == "succeeded" else None,
                        "cpu": float(outcome.get("cpuSeconds") or 0.0),
-                       "script": float(outcome.get("durationSeconds") or 0.0), "machine": order.get("worker")})
+                       "script": float(outcome.get("durationSeconds") or 0.0), "machine": order.get("worker"),
+                       "rungWait": float((outcome.get("rungWaits") or {}).get("seconds") or 0.0)})
     doc = sweep_driver.get(sweep_id, settings)
     if not doc.get("best"):
         failed = next((o.get("outcome") for o in order_docs if o["state"] != "succeeded"), None)
@@ -142,7 +148,8 @@ def run_sweep(name: str, seed: int, settings: Any) -> dict[str, Any]:
             "pruned": sum(t["state"] == "pruned" for t in trials),
             "machineSeconds": round(sum((t["finished"] - t["started"]).total_seconds() for t in trials), 2),
             "cpuSeconds": round(sum(t["cpu"] for t in trials), 2),
-            "scriptSeconds": round(sum(t["script"] for t in trials), 2), "idleGap": idle_gap(trials)}
+            "scriptSeconds": round(sum(t["script"] for t in trials), 2), "idleGap": idle_gap(trials),
+            "rungWaitSeconds": round(sum(t["rungWait"] for t in trials), 2)}
 
 
 def idle_gap(trials: list[dict[str, Any]]) -> float | None:
@@ -155,9 +162,8 @@ def idle_gap(trials: list[dict[str, Any]]) -> float | None:
 
 
 def sweep_text(name: str, seed: int) -> str:
-    trials = TRIALS_OF.get(name, TRIALS)
-    return f"name: bench-{name}-{seed}\n{BASE}{METHODS[name]}seed: {seed}\n" \
-           f"budget: {{maxTrials: {trials}, maxParallel: 2}}\n"
+    return f"name: bench-{name.replace(' ', '-')}-{seed}\n{BASE}{METHODS[name]}seed: {seed}\n" \
+           f"budget: {{maxTrials: {TRIALS}, maxParallel: 2}}\n"
 
 
 def run_in_process(name: str, seed: int, processes: int, tmp: Path) -> dict[str, Any]:
@@ -198,7 +204,8 @@ def run_in_process(name: str, seed: int, processes: int, tmp: Path) -> dict[str,
             "pruned": sum(t["state"] == "pruned" for t in trials),
             "machineSeconds": round(sum((t["finished"] - t["started"]).total_seconds() for t in trials), 2),
             "cpuSeconds": round(sum(t["cpu"] for t in trials), 2),
-            "scriptSeconds": round(sum(t["script"] for t in trials), 2), "idleGap": idle_gap(trials)}
+            "scriptSeconds": round(sum(t["script"] for t in trials), 2), "idleGap": idle_gap(trials),
+            "rungWaitSeconds": 0.0}
 
 
 def _optuna_process(name: str, seed: int, index: int, path: str) -> None:
@@ -226,7 +233,8 @@ def _optuna_process(name: str, seed: int, index: int, path: str) -> None:
         def report(**metrics: Any) -> None:
             last.update(metrics)
             trial.report(metrics[metric], metrics[step_key])
-            if trial.should_prune():
+            # as in mlqueue (mlqueue.verdicts): a trial is not judged at its last epoch, it is done
+            if metrics[step_key] < job["epochs"] and trial.should_prune():
                 raise optuna.TrialPruned()
 
         def close() -> None:
@@ -245,8 +253,8 @@ def _optuna_process(name: str, seed: int, index: int, path: str) -> None:
         close()
         return outcome[spec.file.objective.field]
 
-    budget = TRIALS_OF.get(name, TRIALS)
-    study.optimize(objective, callbacks=[optuna.study.MaxTrialsCallback(budget, states=None)])
+    sklearn_mlp.run({"epochs": 1}, lambda **_: None)   # warmed up as the workers are: no import in a trial
+    study.optimize(objective, callbacks=[optuna.study.MaxTrialsCallback(TRIALS, states=None)])
 
 
 def spent_until(trials: list[dict[str, Any]], moment: datetime) -> tuple[float, float]:
@@ -273,14 +281,21 @@ def time_to_reach(trials: list[dict[str, Any]], target: float) -> tuple[float | 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--repeats", type=int, default=3, help="runs of every method, with different seeds")
+    parser.add_argument("--repeats", type=int, default=5, help="runs of every method, with different seeds")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--in-process", default="grid,tpe+asha",
                         help="methods also run with Optuna alone, in-process, as the baseline (grid is the "
                              "baseline of trial time; empty: none)")
-    parser.add_argument("--methods", default=",".join(METHODS),
+    parser.add_argument("--in-process-grids", type=int, default=1,
+                        help="repeats (the first ones) that also run the in-process grid; the others compare "
+                             "in-process methods with the last in-process grid run")
+    parser.add_argument("--methods", default=DEFAULT_METHODS,
                         help="comma-separated subset of: " + ", ".join(METHODS) + " (grid is always run)")
+    parser.add_argument("--quick", action="store_true",
+                        help="one repeat of grid and tpe+asha, no in-process baseline (a look while developing)")
     args = parser.parse_args()
+    if args.quick:
+        args.repeats, args.methods, args.in_process = 1, "grid,tpe+asha", ""
     tmp = Path(tempfile.mkdtemp(prefix="mlqueue-sweep-bench-"))
     redis_server, mongo_server = harness.start_servers(tmp)
     name = f"bench{secrets.token_hex(3)}"
@@ -301,12 +316,14 @@ def main() -> None:
         for repeat in range(args.repeats):
             # a different order each repeat, so a busy spell on the machine does not always hit one method
             for method in names[repeat % len(names):] + names[:repeat % len(names)]:
-                run = run_sweep(method, seed=100 + repeat, settings=settings)
+                run = run_sweep(method, seed=SEED + repeat, settings=settings)
                 run["repeat"] = repeat
                 runs.append(run)
                 _print_run(repeat, run)
             for method in [m for m in args.in_process.split(",") if m]:
-                run = run_in_process(method, seed=100 + repeat, processes=args.workers, tmp=tmp)
+                if method == "grid" and repeat >= args.in_process_grids:
+                    continue   # its result never changes (a fixed grid, deterministic training): only its time
+                run = run_in_process(method, seed=SEED + repeat, processes=args.workers, tmp=tmp)
                 run["repeat"] = repeat
                 runs.append(run)
                 _print_run(repeat, run)
@@ -323,42 +340,48 @@ def main() -> None:
 
 def _print_run(repeat: int, run: dict[str, Any]) -> None:
     ratio = run["machineSeconds"] / max(run["cpuSeconds"], 1e-9)
-    print(f"  repeat {repeat + 1} {run['method']:16s} best {run['best']:.4f}  machine {run['machineSeconds']:6.1f}s  "
+    print(f"  repeat {repeat + 1} {run['method']:20s} best {run['best']:.4f}  machine {run['machineSeconds']:6.1f}s  "
           f"cpu {run['cpuSeconds']:5.1f}s  machine/cpu {ratio:4.2f}  script {run['scriptSeconds']:5.1f}s  "
-          f"wall {run['wallSeconds']:5.1f}s  idle gap {run['idleGap']}s  pruned {run['pruned']}", flush=True)
+          f"wall {run['wallSeconds']:5.1f}s  idle gap {run['idleGap']}s  pruned {run['pruned']}  "
+          f"rung waits {run['rungWaitSeconds']:.1f}s", flush=True)
 
 
 def summarise(runs: list[dict[str, Any]], args: argparse.Namespace) -> dict[str, Any]:
     per_repeat = []
+    in_process_grid = None
     for repeat in range(args.repeats):
         group = {r["method"]: r for r in runs if r["repeat"] == repeat}
+        in_process_grid = group.get("optuna grid", in_process_grid)
         row = {}
         for method, run in group.items():
             # an in-process Optuna sweep is compared with the in-process grid, an mlqueue one with mlqueue's
-            grid = group.get("optuna grid", group["grid"]) if method.startswith("optuna ") else group["grid"]
+            grid = (in_process_grid or group["grid"]) if method.startswith("optuna ") else group["grid"]
             machine, cpu = time_to_reach(run["trials"], grid["best"])
             row[method] = {"best": run["best"], "machineSeconds": run["machineSeconds"],
                            "cpuSeconds": run["cpuSeconds"], "wallSeconds": run["wallSeconds"],
                            "pruned": run["pruned"], "scriptSeconds": run["scriptSeconds"], "idleGap": run["idleGap"],
+                           "rungWaitSeconds": run["rungWaitSeconds"],
                            "machinePerCpu": _fraction(run["machineSeconds"], run["cpuSeconds"]),
                            "machineSecondsToGridBest": machine, "cpuSecondsToGridBest": cpu,
                            "fractionOfGridMachineTime": _fraction(machine, grid["machineSeconds"]),
                            "fractionOfGridCpuTime": _fraction(cpu, grid["cpuSeconds"])}
         per_repeat.append(row)
     medians = {method: _medians([r[method] for r in per_repeat]) for method in per_repeat[0]}
-    fractions = [r["tpe+asha"]["fractionOfGridMachineTime"] for r in per_repeat if "tpe+asha" in r]
+    # the target, for every method with a pruner: fraction of the grid's machine time to reach its best
+    fractions = {m: [r[m]["fractionOfGridMachineTime"] for r in per_repeat if m in r]
+                 for m in [*PRUNED, *(f"optuna {p}" for p in PRUNED)] if m in per_repeat[0]}
+    met = {m: f"{sum(f is not None and f <= 1 / 3 for f in fs)}/{len(fs)}" for m, fs in fractions.items()}
     # what distributing a trial costs: the grid's machine time in mlqueue over the same grid run by Optuna
     # alone in as many local processes, in the same repeat (the machine's load hits both alike)
     overhead = [round(r["grid"]["machineSeconds"] / r["optuna grid"]["machineSeconds"], 3)
                 for r in per_repeat if "optuna grid" in r]
-    met = [f is not None and f <= 1 / 3 for f in fractions]
     return {
-        "task": f"sklearn_mlp (MLPClassifier on sklearn digits, {EPOCHS} epochs, val log-loss), {TRIALS} trials "
-                f"per method (the grid's size; {3 * TRIALS} for the extra 'tpe+asha x{3 * TRIALS}' row), "
-                f"maxParallel 2, {args.workers} local workers",
+        "task": f"sklearn_mlp (MLPClassifier on sklearn digits, {EPOCHS} epochs, val log-loss; learning rate, L2, "
+                f"width, batch size), {TRIALS} trials per method (the grid's size), maxParallel 2, "
+                f"{args.workers} local workers",
         "trialsPerMethod": TRIALS, "repeats": args.repeats, "workers": args.workers,
-        "target": "TPE+ASHA reaches the grid's best in <= 1/3 of the grid's machine time",
-        "targetMet": f"{sum(met)}/{len(met)} repeats", "tpeAshaFractionOfGridMachineTime": fractions,
+        "target": "TPE+ASHA reaches the grid's best in <= 1/3 of the grid's machine time, in >= 4 of 5 repeats",
+        "targetMet": met, "fractionOfGridMachineTime": fractions,
         "gridMachineTimeOverInProcess": overhead,
         "notes": "machineSeconds = worker time (Order started -> finished) summed over trials; cpuSeconds = the "
                  "training's processor time (load-independent, so comparable on a busy machine); *ToGridBest = "
@@ -377,7 +400,7 @@ def _medians(rows: list[dict[str, Any]]) -> dict[str, Any]:
         values = [r[key] for r in rows if r[key] is not None]
         return round(statistics.median(values), 4) if values else None
 
-    keys = ("best", "machineSeconds", "machinePerCpu", "scriptSeconds", "idleGap",
+    keys = ("best", "machineSeconds", "machinePerCpu", "scriptSeconds", "idleGap", "rungWaitSeconds", "pruned",
             "cpuSeconds", "wallSeconds", "machineSecondsToGridBest", "cpuSecondsToGridBest",
             "fractionOfGridMachineTime", "fractionOfGridCpuTime")
     reached = sum(r["machineSecondsToGridBest"] is not None for r in rows)
@@ -390,15 +413,17 @@ def _show(value: float | None, fraction: float | None) -> str:
 
 def print_table(report: dict[str, Any]) -> None:
     print(f"\n{report['task']}; medians over {report['repeats']} repeat(s) (to-grid-best: over repeats reaching it)")
-    print(f"{'method':14s} {'best loss':>9s} {'machine s':>9s} {'cpu s':>7s} {'wall s':>7s} {'reached':>7s} "
+    print(f"{'method':20s} {'best loss':>9s} {'machine s':>9s} {'cpu s':>7s} {'wall s':>7s} {'reached':>7s} "
           f"{'machine s to grid best (fraction)':>34s} {'cpu s to grid best (fraction)':>30s}")
     for method, m in report["median"].items():
         machine = _show(m["machineSecondsToGridBest"], m["fractionOfGridMachineTime"])
         cpu = _show(m["cpuSecondsToGridBest"], m["fractionOfGridCpuTime"])
-        print(f"{method:14s} {m['best']:9.4f} {m['machineSeconds']:9.1f} {m['cpuSeconds']:7.1f} "
+        print(f"{method:20s} {m['best']:9.4f} {m['machineSeconds']:9.1f} {m['cpuSeconds']:7.1f} "
               f"{m['wallSeconds']:7.1f} {m['reachedGridBest']:>7s} {machine:>34s} {cpu:>30s}")
-    print(f"target ({report['target']}): met in {report['targetMet']}; TPE+ASHA fraction per repeat: "
-          f"{report['tpeAshaFractionOfGridMachineTime']}")
+    print(f"target: {report['target']}")
+    for method, met in report["targetMet"].items():
+        fractions = report["fractionOfGridMachineTime"][method]
+        print(f"  {method:20s} met in {met} repeats; fraction per repeat: {fractions}")
     print(f"grid's machine time in mlqueue / the same grid run by Optuna in-process, per repeat: "
           f"{report['gridMachineTimeOverInProcess']} (goal <= 1.2)")
 

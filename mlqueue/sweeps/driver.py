@@ -245,6 +245,7 @@ class _Context:
         self.id = str(doc["_id"])
         self.refreshed = 0.0   # monotonic time of the last counters/best refresh
         self.rungs = frozenset(sweep.rung_steps())   # where its trials wait for the pruner's verdict
+        self.reported: dict[int, int] = {}   # trial number -> last step given to the study (stored at rungs)
 
 
 class Driver:
@@ -262,6 +263,7 @@ class Driver:
         self.poll = poll
         self.lease_seconds = lease_seconds
         self._contexts: dict[str, _Context] = {}
+        self._leases: dict[ObjectId, Any] = {}   # sweep -> until when this driver holds its lease
         self._errors: dict[str, str] = {}
         _quiet_optuna()
 
@@ -327,6 +329,7 @@ class Driver:
 
     def release(self) -> None:
         """Give back every lease this driver holds (the next driver need not wait for expiry)."""
+        self._leases.clear()
         try:
             store.db(self.settings).sweeps.update_many({"driverLease.owner": self.owner},
                                                        {"$set": {"driverLease": None}})
@@ -335,14 +338,30 @@ class Driver:
         self._contexts.clear()
 
     def _take_lease(self, sweep_oid: ObjectId) -> dict[str, Any] | None:
-        """Hold (or renew) the sweep's lease with one conditional update; None if another driver has it."""
+        """Hold (or renew) the sweep's lease with one conditional update; None if another driver has it.
+
+        A lease with more than half its time left is only read, not renewed: a step woken by every trial's
+        rung report would otherwise pay a store write before it can answer."""
+        d = store.db(self.settings)
         now = orders.now()
-        return store.db(self.settings).sweeps.find_one_and_update(
+        until = self._leases.get(sweep_oid)
+        if until is not None and (until - now).total_seconds() > self.lease_seconds / 2:
+            doc = d.sweeps.find_one({"_id": sweep_oid, "state": {"$in": list(ACTIVE)}, "driverLease.owner": self.owner},
+                                    {"text": 0})
+            if doc is not None:
+                return doc
+        until = now + timedelta(seconds=self.lease_seconds)
+        doc = d.sweeps.find_one_and_update(
             {"_id": sweep_oid, "state": {"$in": list(ACTIVE)},
              "$or": [{"driverLease": None}, {"driverLease.owner": self.owner}, {"driverLease.until": {"$lt": now}}]},
-            {"$set": {"driverLease": {"owner": self.owner, "until": now + timedelta(seconds=self.lease_seconds)}}},
+            {"$set": {"driverLease": {"owner": self.owner, "until": until}}},
             projection={"text": 0}, return_document=ReturnDocument.AFTER,
         )
+        if doc is None:
+            self._leases.pop(sweep_oid, None)
+        else:
+            self._leases[sweep_oid] = until
+        return doc
 
     # ----------------------------------------------------------------- one sweep
 
@@ -517,7 +536,8 @@ class Driver:
 
         es = ctx.sweep.file.earlyStopping
         metric, step_key = ctx.sweep.report_metric, es.step
-        last = record.get("reportedStep")
+        last = max((s for s in (record.get("reportedStep"), ctx.reported.get(record["trialNumber"])) if s is not None),
+                   default=None)
         points = []
         for i, point in enumerate(order.get("metrics") or []):
             value, step = point.get(metric), point.get(step_key, i + 1)
@@ -538,13 +558,16 @@ class Driver:
             log.debug("sweep %s: trial %s no longer takes reports (%s)", ctx.id, record["trialNumber"], exc)
             prune = False
         update: dict[str, Any] = {"reportedStep": last}
+        ctx.reported[record["trialNumber"]] = last
         if prune:
             why = f"{es.method} pruner: {metric} {points[-1][1]:.4g} at {step_key} {points[-1][0]} is not promising"
             orders.request_stop(record["jobId"], why, self.owner, self.settings)
             update["stopRequested"] = why
         if prune or ctx.rungs.intersection(step for step, _ in points):   # the trial waits for this verdict
             verdicts.send(self.settings, record["jobId"], int(order.get("attempts") or 0), last, prune)
-        store.db(self.settings).sweep_trials.update_one({"_id": record["_id"]}, {"$set": update})
+            # stored at rungs only (a write per report would slow every answer); a driver taking over
+            # re-reports the points after it, which Optuna ignores
+            store.db(self.settings).sweep_trials.update_one({"_id": record["_id"]}, {"$set": update})
         record.update(update)
         return int(prune)
 

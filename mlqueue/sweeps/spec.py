@@ -17,7 +17,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from importlib.util import find_spec
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -82,7 +82,8 @@ class EarlyStopping(BaseModel):
     method: str = "none"
     metric: str | None = Field(default=None, description="reported metric to judge; default: the objective's")
     step: str = Field(default="epoch", description="reported field that counts progress")
-    minResource: int = Field(default=1, ge=1)
+    minResource: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
+        default="auto", description="first rung; auto: a ninth of the base Job's epochs (Sweep.min_resource)")
     maxResource: int | Literal["auto"] = "auto"
     reductionFactor: int = Field(default=3, ge=2)
     startupTrials: int = Field(default=3, ge=0)
@@ -162,6 +163,19 @@ class Sweep:
             warnings.simplefilter("ignore", category=optuna.exceptions.ExperimentalWarning)
             return cls(**options)
 
+    def min_resource(self) -> int:
+        """ASHA's and Hyperband's first rung. ``auto`` (the default): a ninth of the base Job's ``epochs`` with
+        the default reduction factor 3 (epochs // factor**2, at least 1), so there are rungs at 1/9 and 1/3 of
+        training. Judging from the first epoch ranks trials by how fast they start, not where they end: on
+        the sweep bench (docs/performance.md, Sweeps) minResource 1 found the grid's best far less often."""
+        es = self.file.earlyStopping
+        if isinstance(es.minResource, int):
+            return es.minResource
+        epochs = self.file.base.get("epochs") if es.step == "epoch" else None
+        if not isinstance(epochs, int) or isinstance(epochs, bool):
+            return 1
+        return max(1, epochs // es.reductionFactor ** 2)
+
     def pruner(self) -> Any:
         """The Optuna pruner for ``earlyStopping`` (ASHA is Optuna's asynchronous successive halving)."""
         import optuna
@@ -170,10 +184,10 @@ class Sweep:
         if es.method == "median":
             return optuna.pruners.MedianPruner(n_startup_trials=es.startupTrials, n_warmup_steps=es.warmupSteps)
         if es.method == "asha":
-            return optuna.pruners.SuccessiveHalvingPruner(min_resource=es.minResource,
+            return optuna.pruners.SuccessiveHalvingPruner(min_resource=self.min_resource(),
                                                           reduction_factor=es.reductionFactor)
         if es.method == "hyperband":
-            return optuna.pruners.HyperbandPruner(min_resource=es.minResource, max_resource=es.maxResource,
+            return optuna.pruners.HyperbandPruner(min_resource=self.min_resource(), max_resource=es.maxResource,
                                                   reduction_factor=es.reductionFactor)
         return optuna.pruners.NopPruner()
 
@@ -185,7 +199,7 @@ class Sweep:
         if es.method not in ("asha", "hyperband"):
             return []
         top = es.maxResource if isinstance(es.maxResource, int) else None
-        return verdicts.rung_steps(es.minResource, es.reductionFactor, top)
+        return verdicts.rung_steps(self.min_resource(), es.reductionFactor, top)
 
     def trial_job(self, trial: Any, sweep_id: str, number: int) -> tuple[dict[str, Any], dict[str, Any]]:
         """Ask ``trial`` (an Optuna Trial) for every active parameter; return (Job, chosen values)."""
@@ -200,8 +214,14 @@ class Sweep:
     def _finish(self, job: dict[str, Any], sweep_id: str, number: int) -> dict[str, Any]:
         job["sweepId"] = sweep_id
         job["trialNumber"] = number
-        if steps := self.rung_steps():
-            job["pruneSteps"] = {"field": self.file.earlyStopping.step, "steps": steps}
+        es = self.file.earlyStopping
+        last = job.get("epochs") if es.step == "epoch" else None   # a trial's last epoch needs no verdict
+        if isinstance(last, int) and not isinstance(last, bool):
+            steps = [s for s in self.rung_steps() if s < last]
+        else:
+            steps = [s for s in self.rung_steps() if not isinstance(es.maxResource, int) or s < es.maxResource]
+        if steps:
+            job["pruneSteps"] = {"field": es.step, "steps": steps}
         return job
 
 
@@ -340,7 +360,7 @@ def _check_early_stopping(spec: SweepFile, problems: Problems) -> None:
         problems.add(("earlyStopping", "method") if ("earlyStopping", "method") in problems.positions
                      else ("earlyStopping",),
                      f"unknown early stopping {es.method!r}; choose one of {', '.join(EARLY_STOPPING)}")
-    elif isinstance(es.maxResource, int) and es.maxResource < es.minResource:
+    elif isinstance(es.maxResource, int) and isinstance(es.minResource, int) and es.maxResource < es.minResource:
         problems.add(("earlyStopping", "maxResource"), f"maxResource {es.maxResource} < minResource "
                                                        f"{es.minResource}")
 
