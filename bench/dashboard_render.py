@@ -5,13 +5,15 @@ One store (``bench.harness``) gets two databases of finished Jobs inserted direc
 finished Jobs would leave them (Job, Order with history, per-epoch metrics and embedded Outcome, Outcome):
 ``big`` (``--jobs``, 100,000) and ``small`` (``--baseline-jobs``, 1,000): **the same page on the small one,
 in the same run, is the baseline**. For each, the real HQ (``mlqueue hq``, a separate process, pointed at
-the store by ``MLQUEUE_MONGO_URL``) is started and Chromium measures, from navigation to the first grid
-row drawn:
+the store by ``MLQUEUE_MONGO_URL``) is started, the store restarted with it as its embedded store would
+be, and Chromium measures, from navigation to the first grid row drawn:
 
-- ``afterStart``: navigating the moment the HQ answers HTTP (its tables are still being read);
+- ``afterStart``: navigating the moment the HQ's HTTP port takes connections (its tables are still
+  being read);
 - ``warm``: once the HQ has read everything (median of ``--reps`` visits, each a fresh browser context,
   so nothing is cached by the browser either);
-- ``afterRestart``: the HQ stopped (SIGTERM) and started again, navigating as soon as it answers.
+- ``afterRestart``: the HQ stopped (SIGTERM) and started again (its saved table in its home), navigating
+  as soon as its port takes connections.
 
 Also: the API's first ``/orders`` page (another baseline), sorting by loss, filtering by state and the next
 page in a warm tab, and the HQ's resident memory (``VmRSS``) once everything is read.
@@ -28,6 +30,7 @@ import os
 import random
 import secrets
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -109,9 +112,8 @@ class HQProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> float:
-        """Start it; returns the seconds until it answers HTTP."""
-        import httpx
-
+        """Start it; returns the seconds until its HTTP port takes connections (not ``/health``: that one
+        asks the store, which is busy with the start's whole reads)."""
         self.home.mkdir(parents=True, exist_ok=True)
         log = open(self.home / "hq.out", "ab")  # noqa: SIM115 - owned by the child
         started = time.perf_counter()
@@ -123,8 +125,9 @@ class HQProcess:
             if self.proc.poll() is not None:
                 raise SystemExit(f"the HQ ended: see {self.home / 'hq.out'}")
             try:
-                return httpx.get(f"{self.url}/health", timeout=2).status_code < 500
-            except httpx.HTTPError:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return True
+            except OSError:
                 return False
 
         harness.wait_until(answers, 180, "the HQ to answer HTTP", every=0.05)
@@ -206,11 +209,35 @@ def api_first_page(hq: HQProcess, reps: int) -> float:
     return statistics.median(samples)
 
 
-def measure(browser: Any, env: dict[str, str], home: Path, reps: int, interact: bool) -> dict[str, Any]:
+class Store:
+    """The bench's store, restarted with each HQ start as the HQ's embedded store would be (a store left
+    running would still be busy with the whole reads the stopped HQ had asked for)."""
+
+    def __init__(self, base: Path, redis_server: Any) -> None:
+        self.base, self.redis_server, self.server = base, redis_server, None
+
+    def start(self) -> Any:
+        from mlqueue.servers import MongoServer
+
+        self.stop()
+        self.server = MongoServer(self.base / "mongo", self.base / "mongo.log").start()
+        return self.server
+
+    def env(self, home: Path, database: str) -> dict[str, str]:
+        """A fresh store, and the environment of an HQ using it."""
+        return harness.child_env(harness.mlqueue_env(home, self.redis_server, self.start(), database))
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.stop()
+            self.server = None
+
+
+def measure(browser: Any, store: Store, home: Path, database: str, reps: int, interact: bool) -> dict[str, Any]:
     """Every figure for one database: after start, warm, after restart, memory."""
     from mlqueue.servers import free_port
 
-    hq = HQProcess(env, home, free_port())
+    hq = HQProcess(store.env(home, database), home, free_port())
     figures: dict[str, Any] = {}
     launched = time.perf_counter()
     try:
@@ -232,7 +259,7 @@ def measure(browser: Any, env: dict[str, str], home: Path, reps: int, interact: 
         time.sleep(2)  # let the last requests' garbage go
         figures["hqRssMb"] = round(hq.rss_mb(), 1)
         hq.stop()
-        hq.port = free_port()
+        hq.port, hq.env = free_port(), store.env(home, database)
         figures["restartAnswersAfterSeconds"] = round(hq.start(), 2)
         after_restart, page = first_rows(browser, hq)
         figures["afterRestartFirstRowsSeconds"] = round(after_restart, 3)
@@ -255,31 +282,38 @@ def main() -> None:
     from playwright.sync_api import sync_playwright
 
     from mlqueue import store
+    from mlqueue.servers import RedisServer
     from mlqueue.settings import Settings
 
     result: dict[str, Any] = {"jobs": args.jobs, "baselineJobs": args.baseline_jobs, "cpus": os.cpu_count()}
     with tempfile.TemporaryDirectory(prefix="mlqueue-bench-") as tmp_name:
         tmp = Path(tmp_name)
-        with harness.servers(args.store or tmp) as (redis_server, mongo_server):
-            client = pymongo.MongoClient(mongo_server.url, tz_aware=True)
-            envs = {}
+        base = args.store or tmp
+        redis_server = RedisServer(base / "redis", base / "redis.log", password=secrets.token_hex(8)).start()
+        store_ = Store(base, redis_server)
+        try:
+            client = pymongo.MongoClient(store_.start().url, tz_aware=True)
             for name, n in (("small", args.baseline_jobs), ("big", args.jobs)):
                 database = DATABASES[name]
-                settings = Settings(home=tmp / name, broker_url=redis_server.url, mongo_url=mongo_server.url,
+                settings = Settings(home=tmp / name, broker_url=redis_server.url, mongo_url=store_.server.url,
                                     mongo_db=database)
                 if client[database].jobs.estimated_document_count() != n:
                     client.drop_database(database)
                     store.ensure_indexes(settings)
                     result[f"{name}InsertSeconds"] = round(fill(client[database], n), 1)
                 store.ensure_indexes(settings)
-                envs[name] = harness.child_env(harness.mlqueue_env(tmp / name, redis_server, mongo_server, database))
+            client.close()
             with sync_playwright() as playwright:
                 browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
                 for name in ("small", "big"):
                     result["loadAverage1mBefore" + name.title()] = round(os.getloadavg()[0], 2)
                     print(f"measuring the Jobs page on {name} ...", flush=True)
-                    result[name] = measure(browser, envs[name], tmp / name, args.reps, interact=name == "big")
+                    result[name] = measure(browser, store_, tmp / name, DATABASES[name], args.reps,
+                                           interact=name == "big")
                 browser.close()
+        finally:
+            store_.stop()
+            redis_server.stop()
     small, big = result["small"], result["big"]
     for key in ("afterStartFirstRowsSeconds", "warmFirstRowsSeconds", "afterRestartFirstRowsSeconds"):
         result[key.replace("Seconds", "RatioToBaseline")] = round(big[key] / max(small[key], 1e-3), 2)
