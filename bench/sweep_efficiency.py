@@ -332,6 +332,7 @@ def main() -> None:
         mongo_server.stop()
         redis_server.stop()
         shutil.rmtree(tmp, ignore_errors=True)
+    harness.save(RESULTS, {"runs": runs}, default=str)   # kept even if the summary below fails
     report = summarise(runs, args)
     harness.save(RESULTS, report, default=str)
     print_table(report)
@@ -366,10 +367,11 @@ def summarise(runs: list[dict[str, Any]], args: argparse.Namespace) -> dict[str,
                            "fractionOfGridMachineTime": _fraction(machine, grid["machineSeconds"]),
                            "fractionOfGridCpuTime": _fraction(cpu, grid["cpuSeconds"])}
         per_repeat.append(row)
-    medians = {method: _medians([r[method] for r in per_repeat]) for method in per_repeat[0]}
+    methods = list(dict.fromkeys(m for r in per_repeat for m in r))
+    medians = {method: _medians([r[method] for r in per_repeat if method in r]) for method in methods}
     # the target, for every method with a pruner: fraction of the grid's machine time to reach its best
     fractions = {m: [r[m]["fractionOfGridMachineTime"] for r in per_repeat if m in r]
-                 for m in [*PRUNED, *(f"optuna {p}" for p in PRUNED)] if m in per_repeat[0]}
+                 for m in [*PRUNED, *(f"optuna {p}" for p in PRUNED)] if m in methods}
     met = {m: f"{sum(f is not None and f <= 1 / 3 for f in fs)}/{len(fs)}" for m, fs in fractions.items()}
     # what distributing a trial costs: the grid's machine time in mlqueue over the same grid run by Optuna
     # alone in as many local processes, in the same repeat (the machine's load hits both alike)

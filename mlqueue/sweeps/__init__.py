@@ -24,11 +24,15 @@ A sweep file (YAML, or JSON which is read the same way) has these top-level keys
     seed: 1
     budget: {maxTrials: 40, maxParallel: 4, maxWallSeconds: 3600}
     earlyStopping: asha                # none | median | asha | hyperband, or a mapping with options
+    # {method: asha, metric: val_loss, step: epoch, minResource: auto, reductionFactor: 3, maxResource: auto}
+    # minResource auto = the base Job's epochs // reductionFactor**2 (at least 1): the first rung at 1/9
 
 Every trial is an ordinary Job: ``base`` with the sampled values written in, plus ``sweepId`` and
-``trialNumber``. Optuna names each parameter by its full path (``hiddenLayers[2].dropout``); a
-``repeat``'s element count is ``len(hiddenLayers)``. A ``when`` condition names a parameter defined
-above it (in the same ``each`` or an enclosing level; naming a ``repeat`` means its element count).
+``trialNumber`` (and, with ASHA or Hyperband, ``pruneSteps``: the rungs where the trial waits for the
+pruner's verdict, see ``mlqueue.verdicts``). Optuna names each parameter by its full path
+(``hiddenLayers[2].dropout``); a ``repeat``'s element count is ``len(hiddenLayers)``. A ``when``
+condition names a parameter defined above it (in the same ``each`` or an enclosing level; naming a
+``repeat`` means its element count).
 
 Everything is checked here before anything is queued, and each problem names its place in the file
 (``file:line:column``): a typo should cost seconds, not a night of wasted trials. Positions come from
