@@ -215,12 +215,15 @@ class Store:
 
     def __init__(self, base: Path, redis_server: Any) -> None:
         self.base, self.redis_server, self.server = base, redis_server, None
+        self.port: int | None = None
 
     def start(self) -> Any:
+        """(Re)start it on the same port, as the HQ does: the dashboard's saved table is keyed by the store's URL."""
         from mlqueue.servers import MongoServer
 
         self.stop()
-        self.server = MongoServer(self.base / "mongo", self.base / "mongo.log").start()
+        self.server = MongoServer(self.base / "mongo", self.base / "mongo.log", port=self.port).start()
+        self.port = self.server.port
         return self.server
 
     def env(self, home: Path, database: str) -> dict[str, str]:
