@@ -375,6 +375,26 @@ def test_the_dashboard_needs_the_token(farm: Farm, hq: HQ, browser: Any) -> None
         context.close()
 
 
+def test_only_the_code_page_loads_the_editor_and_from_the_hq_itself(farm: Farm, hq: HQ, page: Any) -> None:
+    """The Jobs page does not download Ace (0.5 MB); the Code page loads it from the HQ (no CDN), once."""
+    farm.submit(*toy_jobs(2))
+    requested: list[str] = []
+    page.on("request", lambda request: requested.append(request.url))
+    page.goto(hq.ui("jobs"))
+    wait_rows(page, 2)
+    assert not [url for url in requested if "/ace/" in url], requested
+
+    page.click("#nav-code")  # a link inside the app: the page does not reload
+    page.wait_for_selector("#code-editor .ace_content")
+    ace = [url for url in requested if "/ace/" in url]
+    assert any(url.split("?")[0].endswith("/ace/ace.js") for url in ace), requested
+    assert all(url.startswith(hq.url) for url in requested), requested  # works offline
+    page.click("#nav-jobs")
+    page.click("#nav-code")  # back again: the editor is made anew, Ace is not fetched again
+    page.wait_for_selector("#code-editor .ace_content")
+    assert [url for url in requested if "/ace/" in url] == ace
+
+
 def test_the_jobs_table_answers_from_memory_and_sees_new_jobs(farm: Farm, hq: HQ, page: Any) -> None:
     """Without a worker: Jobs appear unassigned, then the table picks up state changes made meanwhile."""
     ids = farm.submit(*toy_jobs(3))

@@ -26,6 +26,9 @@ from mlqueue.settings import Settings, get_settings, read_json_file
 
 log = logging.getLogger(__name__)
 ASSETS = Path(__file__).with_name("assets")  # the Code page's editor (Ace) and the live output panes' script
+# Dash puts every .js under assets/ on every page; Ace (0.5 MB) is for the Code page only, which loads it
+# itself (assets/mlqueue.js, ``mlqueueEditor.load``): the other pages, the Jobs page first, start sooner.
+LOADED_ON_DEMAND = ["ace"]
 
 # First path segment -> (page module, navigation label or None for pages reached by links only).
 PAGES: dict[str, tuple[Any, str | None]] = {
@@ -156,7 +159,7 @@ def create_dash_app(settings: Settings | None = None, prefix: str = "/ui/") -> d
     prefix = "/" + prefix.strip("/") + "/" if prefix.strip("/") else "/"
     app = dash.Dash(__name__, requests_pathname_prefix=prefix, routes_pathname_prefix="/", title="mlqueue",
                     update_title=None, suppress_callback_exceptions=True, assets_folder=str(ASSETS),
-                    serve_locally=True)
+                    assets_path_ignore=LOADED_ON_DEMAND, serve_locally=True)
     app.server.wsgi_app = MountedAt(app.server.wsgi_app, prefix.rstrip("/"))
     app.index_string = app.index_string.replace("{%css%}", "{%css%}<style>" + STYLE + "</style>")
     ctx = Ctx(app=app, settings=settings, table=JobTable(settings))

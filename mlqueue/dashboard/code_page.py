@@ -1,10 +1,11 @@
 """Code: the scripts the farm knows, each version by hash, an editor, save, diff, and "Run on…" a machine.
 
-The editor is Ace, bundled in ``assets/ace`` (nothing from a CDN); ``assets/mlqueue.js`` copies its text
-into the ``code-text`` store as you type. Saving is the use case ``service.save_script_version`` — the same
-hash-addressed bundles as ``mlqueue scripts push`` and ``POST /scripts/{name}/versions`` — so a version
-is never overwritten. Running submits an ordinary Job pinned to the version shown (``scriptHash``) and,
-when a machine is chosen, to that machine (``worker``), validated exactly as ``mlqueue submit`` does.
+The editor is Ace, bundled in ``assets/ace`` (nothing from a CDN) and loaded by this page only;
+``assets/mlqueue.js`` copies its text into the ``code-text`` store as you type. Saving is the use case
+``service.save_script_version`` — the same hash-addressed bundles as ``mlqueue scripts push`` and
+``POST /scripts/{name}/versions`` — so a version is never overwritten. Running submits an ordinary Job
+pinned to the version shown (``scriptHash``) and, when a machine is chosen, to that machine (``worker``),
+validated exactly as ``mlqueue submit`` does.
 """
 
 from __future__ import annotations

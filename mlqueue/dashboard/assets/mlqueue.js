@@ -1,5 +1,8 @@
 /* mlqueue dashboard: the Code page's editor (Ace, bundled in ./ace) and live output panes.
  *
+ * Ace is not among the scripts Dash puts on every page (app.py ignores ./ace): the Code page's first
+ * editor call loads it, once, from this HQ (nothing from a CDN), so the other pages do not wait for it.
+ *
  * Live output: every element with class "live-log" and a data-job attribute follows that Job's output
  * through the API's server-sent events (GET /orders/ID/log?follow=true), appending lines as they come.
  * Dash re-renders pages freely, so a scan every 400 ms attaches streams to new panes and closes the
@@ -10,11 +13,41 @@
   var MAX_LINES = 2000;
   var streams = [];
 
-  function apiBase() {
+  function dashPrefix() {
     var config = document.getElementById("_dash-config");
     var prefix = "/ui/";
     try { prefix = JSON.parse(config.textContent).requests_pathname_prefix || prefix; } catch (e) { /* default */ }
-    return prefix.replace(/ui\/$/, "");
+    return prefix;
+  }
+
+  function apiBase() {
+    return dashPrefix().replace(/ui\/$/, "");
+  }
+
+  /* Ace and the two modules the editor uses, in this order (async=false keeps it, downloads in parallel). */
+  var ACE_FILES = ["ace.js", "mode-python.js", "theme-textmate.js"];
+  var aceLoading = null;
+
+  function addScript(src) {
+    return new Promise(function (resolve, reject) {
+      var tag = document.createElement("script");
+      tag.src = src;
+      tag.async = false;
+      tag.onload = resolve;
+      tag.onerror = function () { reject(new Error("the editor could not load " + src)); };
+      document.head.appendChild(tag);
+    });
+  }
+
+  function loadAce() {
+    if (window.ace) { return Promise.resolve(window.ace); }
+    if (!aceLoading) {
+      var base = dashPrefix() + "assets/ace/";
+      aceLoading = Promise.all(ACE_FILES.map(function (name) { return addScript(base + name); })).then(
+        function () { window.ace.config.set("basePath", base); return window.ace; },
+        function (error) { aceLoading = null; throw error; });  /* a later visit tries again */
+    }
+    return aceLoading;
   }
 
   function addLine(pane, text, cls) {
@@ -85,12 +118,16 @@
       this.editor = editor;
       return editor;
     },
+    /* The Code page's clientside callback: Ace loaded (once), the editor made, a version's text put in. */
     load: function (loaded) {
-      var editor = this.ensure();
-      if (!editor || !loaded) { return window.dash_clientside.no_update; }
-      editor.session.setValue(loaded.text || "");
-      window.dash_clientside.set_props("code-text", {data: editor.getValue()});
-      return loaded.nonce;
+      var self = this;
+      return loadAce().then(function () {
+        var editor = self.ensure();
+        if (!editor || !loaded) { return window.dash_clientside.no_update; }
+        editor.session.setValue(loaded.text || "");
+        window.dash_clientside.set_props("code-text", {data: editor.getValue()});
+        return loaded.nonce;
+      });
     }
   };
 })();
