@@ -11,7 +11,11 @@ worker consuming the same queue would *finish* it sooner — counting what that 
 (``<queue>.w.<worker>``, the queue user pinning uses) instead of being started here: earliest-finish-time
 list scheduling, decided at the moment a machine frees up, on Celery's per-worker queues. A Job is
 passed at most once, and only with measured figures for both machines; anything unknown runs where it
-landed, as plain first-free-worker scheduling would. Why not Celery priorities: a priority orders Jobs
+landed, as plain first-free-worker scheduling would. A machine counts as faster only when it is *clearly*
+so: its slower quartile of time per epoch (per Job without epochs) beats our faster quartile by the margin.
+Medians alone mislead when the Jobs differ — a sweep's trials do, by design: two identical machines
+whose medians differ because one drew the wide layers would pass every trial to the other and take
+turns idling. Why not Celery priorities: a priority orders Jobs
 within a queue but cannot say *which machine* takes one — with prefetch 1 the first free worker still
 takes the most urgent Job, slow or not; the tail of a sweep on a slow laptop is exactly what we avoid.
 """
@@ -63,12 +67,34 @@ def _figure(rows: list[dict[str, Any]]) -> dict[str, Any]:
     epochs = [(r["durationSeconds"], r["epochsRun"]) for r in rows if _num(r.get("epochsRun"))]
     if epochs:
         fig["secondsPerEpoch"] = round(statistics.median(d / e for d, e in epochs), 4)
+    rates = [d / e for d, e in epochs] if epochs else per_job
+    fig["rateLow"], fig["rateHigh"] = _quartiles(rates)
     sized = [(r["durationSeconds"], r["epochsRun"], r["rows"]) for r in rows
              if _num(r.get("epochsRun")) and _num(r.get("rows"))]
     if sized:
         fig["secondsPerEpochPer1kRows"] = round(statistics.median(d / e / (n / 1000) for d, e, n in sized), 4)
         fig["rows"] = sized[0][2]
     return fig
+
+
+def _quartiles(values: list[float]) -> tuple[float, float]:
+    """The first and third quartiles (the extremes below four samples): the spread of a machine's figures."""
+    if len(values) < 4:
+        return round(min(values), 4), round(max(values), 4)
+    q1, _, q3 = statistics.quantiles(values, n=4)
+    return round(q1, 4), round(q3, 4)
+
+
+def clearly_faster(theirs: dict[str, Any], mine: dict[str, Any]) -> bool:
+    """Is a machine with figure ``theirs`` clearly faster than one with ``mine`` on the same script?
+
+    Its slower quartile must beat our faster quartile by ``PASS_MARGIN``: different Jobs (a sweep's
+    trials) spread each machine's figures, and a difference inside that spread says nothing about the
+    machines. Figures from before the spread was kept compare by their rate alone.
+    """
+    high = theirs.get("rateHigh", _rate(theirs))
+    low = mine.get("rateLow", _rate(mine))
+    return high < PASS_MARGIN * low
 
 
 def _num(value: Any) -> bool:
@@ -122,7 +148,7 @@ def _rate(fig: dict[str, Any]) -> float:
 def _someone_faster(me: str, figs: dict[str, dict[str, dict[str, Any]]]) -> bool:
     """Cheap first test, from cached figures only: is any machine measured faster than me on a script?"""
     mine = figs.get(me) or {}
-    return any(other != me and script in mine and _rate(fig) < PASS_MARGIN * _rate(mine[script])
+    return any(other != me and script in mine and clearly_faster(fig, mine[script])
                for other, scripts in figs.items() for script, fig in scripts.items())
 
 
@@ -142,8 +168,9 @@ def destination(job_id: str, delivery: str, me: str, settings: Settings) -> tupl
         return None
     job = {"epochs": order.get("epochs")}
     script = order.get("scriptName", "").removesuffix(".py")
-    mine = expected_seconds(_script_figure(figs.get(me), script), job)
-    if mine is None:
+    my_figure = _script_figure(figs.get(me), script)
+    mine = expected_seconds(my_figure, job)
+    if mine is None or my_figure is None:
         return None
     from mlqueue import routing
 
@@ -151,8 +178,9 @@ def destination(job_id: str, delivery: str, me: str, settings: Settings) -> tupl
     others = {w["name"] for w in _online_workers(settings) if w["name"] != me and queue in (w.get("queues") or [])}
     best: tuple[float, str] | None = None
     for name in others:
-        theirs = expected_seconds(_script_figure(figs.get(name), script), job)
-        if theirs is None:
+        their_figure = _script_figure(figs.get(name), script)
+        theirs = expected_seconds(their_figure, job)
+        if theirs is None or their_figure is None or not clearly_faster(their_figure, my_figure):
             continue
         finish = _busy_for(name, figs, settings) + theirs
         if best is None or finish < best[0]:
@@ -205,7 +233,7 @@ def unstrand(settings: Settings) -> int:
 def _someone_slower(me: str, figs: dict[str, dict[str, dict[str, Any]]]) -> bool:
     """Could Jobs have been placed on me? Only if some machine is measured slower than me on a script."""
     mine = figs.get(me) or {}
-    return any(other != me and script in mine and _rate(mine[script]) < PASS_MARGIN * _rate(fig)
+    return any(other != me and script in mine and clearly_faster(mine[script], fig)
                for other, scripts in figs.items() for script, fig in scripts.items())
 
 

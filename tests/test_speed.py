@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import UTC, datetime, timedelta
 
 from conftest import Farm, wait_for
 
@@ -64,3 +65,25 @@ def test_a_job_placed_on_a_worker_that_vanished_goes_back_to_its_queue(farm: Far
     order = farm.wait_final(job_id)
     assert order["state"] == "succeeded" and order["outcome"]["worker"].startswith("w1@")
     assert any("ghost@nowhere went offline; back to its queue" in e["why"] for e in order["history"])
+
+
+def _outcomes(farm: Farm, worker: str, seconds_per_epoch: list[float]) -> None:
+    now = datetime.now(UTC)
+    farm.db.outcomes.insert_many([
+        {"jobId": f"{worker}-{i}", "state": "succeeded", "worker": worker, "script": {"name": "sweepy"},
+         "epochsRun": 10, "durationSeconds": 10 * s, "finishedDate": now - timedelta(seconds=i)}
+        for i, s in enumerate(seconds_per_epoch)])
+
+
+def test_only_a_clearly_faster_machine_counts_as_faster_not_one_that_drew_smaller_trials(farm: Farm) -> None:
+    # Two identical machines ran a sweep's trials (1 to 4 s an epoch, by hyperparameters): their medians differ
+    # by 1.5x because one drew more of the wide ones. A third machine is 10x faster on the same trials.
+    _outcomes(farm, "a@house", [1.0, 2.0, 3.0, 3.0, 4.0, 4.0])
+    _outcomes(farm, "b@house", [1.0, 1.0, 2.0, 2.0, 3.0, 4.0])
+    _outcomes(farm, "c@house", [0.1, 0.1, 0.2, 0.3, 0.3, 0.4])
+    figures = speed.figures(farm.settings, fresh=True)
+    a, b, c = (figures[f"{w}@house"]["sweepy"] for w in "abc")
+    assert b["secondsPerEpoch"] < 0.9 * a["secondsPerEpoch"]   # by medians b would take a's Jobs...
+    assert not speed.clearly_faster(b, a) and not speed.clearly_faster(a, b)   # ...but the spreads overlap
+    assert speed.clearly_faster(c, a) and speed.clearly_faster(c, b)
+    assert not speed.clearly_faster(a, c)
