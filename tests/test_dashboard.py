@@ -376,13 +376,17 @@ def test_the_dashboard_needs_the_token(farm: Farm, hq: HQ, browser: Any) -> None
 
 
 def test_only_the_code_page_loads_the_editor_and_from_the_hq_itself(farm: Farm, hq: HQ, page: Any) -> None:
-    """The Jobs page does not download Ace (0.5 MB); the Code page loads it from the HQ (no CDN), once."""
+    """The Jobs page does not download Ace (0.5 MB) and fetches its grid's module with its own scripts; the
+    Code page loads Ace from the HQ (no CDN), once."""
     farm.submit(*toy_jobs(2))
     requested: list[str] = []
     page.on("request", lambda request: requested.append(request.url))
     page.goto(hq.ui("jobs"))
     wait_rows(page, 2)
     assert not [url for url in requested if "/ace/" in url], requested
+    grid_module = [url for url in requested if url.endswith("/dash_ag_grid/async-community.js")]
+    assert len(grid_module) == 1, requested  # preloaded by the index, and that copy used by the grid
+    assert page.locator("link[rel=preload][href$='async-community.js']").count() == 1
 
     page.click("#nav-code")  # a link inside the app: the page does not reload
     page.wait_for_selector("#code-editor .ace_content")
