@@ -143,6 +143,25 @@ class RedisServer(_Server):
 
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
+SHARD_DB = "mlqueue_store_tables"   # see MongoServer._make_every_table
+
+
+def _one_collection_per_shard() -> list[str]:
+    """Collection names in ``SHARD_DB`` that between them land in every SecantusDB document shard.
+
+    Uses SecantusDB's own routing when it can be imported (it runs from this interpreter); else 64
+    names, which miss one of 16 shards with a chance under 2%.
+    """
+    try:
+        from secantus.storage import _DOC_SHARDS, _doc_table_for
+    except ImportError:
+        return [f"t{i}" for i in range(64)]
+    names: dict[str, str] = {}
+    i = 0
+    while len(names) < _DOC_SHARDS and i < 10_000:
+        names.setdefault(_doc_table_for(SHARD_DB, f"t{i}"), f"t{i}")
+        i += 1
+    return sorted(names.values())
 
 
 def is_loopback(bind: str) -> bool:
@@ -183,7 +202,27 @@ class MongoServer(_Server):
                                   "pass MongoServer(password=...) (the HQ keeps one in HOME/config.json)")
             self._provision_user()
         self._launch(self.bind, auth=self.requires_auth)
+        self._make_every_table()
         return self
+
+    def _make_every_table(self) -> None:
+        """Have the store create all its document tables now, while nothing else is running.
+
+        SecantusDB keeps documents in a fixed set of tables (16 shards, by a hash of database and
+        collection name) and creates each one at the first write that needs it. A store killed in the
+        middle of such a creation cannot start again ("cannot be used until all column groups are
+        created"; seen once in `make test`'s store-kill scenario). One empty collection per shard, in a
+        database of their own, makes every table at start, so a later kill never lands in a creation.
+        """
+        names = _one_collection_per_shard()
+        with pymongo.MongoClient(self.url, serverSelectionTimeoutMS=5000) as c:
+            made = c[SHARD_DB]
+            missing = set(names) - set(made.list_collection_names())
+            for name in sorted(missing):
+                try:
+                    made.create_collection(name)
+                except pymongo.errors.CollectionInvalid:
+                    pass   # made meanwhile: what we wanted
 
     def _launch(self, bind: str, auth: bool) -> None:
         argv = [sys.executable, "-m", "secantus", "--host", bind, "--port", str(self.port),
