@@ -14,6 +14,11 @@ def is_number(value: Any) -> TypeGuard[int | float]:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
+def is_whole(value: Any) -> TypeGuard[int]:
+    """Whether ``value`` is an int, and not a bool (an epoch, a step, a count)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def number_or_none(value: Any) -> int | float | None:
     """``value`` if it is a number (not a bool), else None."""
     return value if is_number(value) else None

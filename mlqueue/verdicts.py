@@ -31,6 +31,7 @@ from typing import Any
 import redis
 
 from mlqueue.settings import Settings
+from mlqueue.values import is_whole
 
 log = logging.getLogger(__name__)
 
@@ -163,7 +164,7 @@ class Rungs:
         spec = job.get("pruneSteps")
         if not job.get("sweepId") or not isinstance(spec, dict):
             return None
-        steps = [s for s in spec.get("steps") or [] if isinstance(s, int) and not isinstance(s, bool)]
+        steps = [s for s in spec.get("steps") or [] if is_whole(s)]
         if not steps or not isinstance(spec.get("field"), str):
             return None
         return cls(str(order["jobId"]), int(order.get("attempts") or 0), spec["field"], frozenset(steps))
@@ -171,7 +172,7 @@ class Rungs:
     def at(self, metrics: dict[str, Any]) -> int | None:
         """The rung step this report is at, if it is one (and waiting has not been given up)."""
         step = metrics.get(self.field)
-        if self.timed_out or not isinstance(step, int) or isinstance(step, bool) or step not in self.steps:
+        if self.timed_out or not is_whole(step) or step not in self.steps:
             return None
         return step
 

@@ -51,6 +51,7 @@ from mlqueue.reports import ReportSender
 from mlqueue.settings import Settings, get_settings
 from mlqueue.store import jobs as job_store
 from mlqueue.store import workers as worker_store
+from mlqueue.values import is_whole
 from mlqueue.verdicts import Rungs, wake
 
 log = logging.getLogger(__name__)
@@ -364,7 +365,7 @@ class Attempt:
 
     def _save_checkpoint(self, path: str | Path, step: Any) -> None:
         resumed = (self.workspace.resumed or {}).get("step") if self.workspace else None
-        step = step if isinstance(step, int) and not isinstance(step, bool) else None
+        step = step if is_whole(step) else None
         self.checkpointed = True  # even a failed upload may have left a file behind
         try:
             checkpoints.save(self.order, path, step, self.settings, resumed_step=resumed)

@@ -45,7 +45,7 @@ from mlqueue.errors import NotFound
 from mlqueue.settings import Settings, get_settings
 from mlqueue.store import jobs as job_store
 from mlqueue.store import orders as order_store
-from mlqueue.values import is_number
+from mlqueue.values import is_number, is_whole
 
 log = logging.getLogger(__name__)
 
@@ -541,7 +541,7 @@ class Driver:
         points = []
         for i, point in enumerate(order.get("metrics") or []):
             value, step = point.get(metric), point.get(step_key, i + 1)
-            if not is_number(value) or not isinstance(step, int) or isinstance(step, bool):
+            if not is_number(value) or not is_whole(step):
                 continue
             if last is None or step > last:
                 points.append((step, float(value)))

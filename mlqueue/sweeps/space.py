@@ -14,6 +14,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, Strict, StrictBool, StrictInt, ValidationError
 
 from mlqueue.sweeps.file import JobPath, Loc, Problems, add_pydantic, get_path, parse_path, set_path, unreachable
+from mlqueue.values import is_whole
 
 KINDS = ("choice", "int", "float", "value", "repeat")
 PRIMITIVE = (str, int, float, bool, type(None))
@@ -167,7 +168,7 @@ def _parse_entry(key: str, path: JobPath, raw: Any, loc: Loc, problems: Problems
 
 def _parse_count(raw: Any, loc: Loc, problems: Problems) -> Choice | IntRange | Fixed | None:
     """A repeat's count: a plain number, ``{int: [low, high]}`` or ``{choice: [...]}`` of numbers."""
-    if isinstance(raw, int) and not isinstance(raw, bool):
+    if is_whole(raw):
         if raw < 0:
             problems.add(loc, f"a list cannot have {raw} elements")
             return None
@@ -183,7 +184,7 @@ def _parse_count(raw: Any, loc: Loc, problems: Problems) -> Choice | IntRange | 
         return None
     if not _check_spec(spec, loc, problems):
         return None
-    if isinstance(spec, Choice) and not all(isinstance(c, int) and not isinstance(c, bool) and c >= 0
+    if isinstance(spec, Choice) and not all(is_whole(c) and c >= 0
                                             for c in spec.choice):
         problems.add((*loc, "choice"), "element counts must be whole numbers >= 0")
         return None

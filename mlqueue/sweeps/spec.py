@@ -38,6 +38,7 @@ from mlqueue.sweeps.space import (
     suggest,
     walk,
 )
+from mlqueue.values import is_whole
 
 # method -> (Optuna sampler class name, extra package it needs or None)
 METHODS: dict[str, tuple[str, str | None]] = {
@@ -172,7 +173,7 @@ class Sweep:
         if isinstance(es.minResource, int):
             return es.minResource
         epochs = self.file.base.get("epochs") if es.step == "epoch" else None
-        if not isinstance(epochs, int) or isinstance(epochs, bool):
+        if not is_whole(epochs):
             return 1
         return max(1, epochs // es.reductionFactor ** 2)
 
@@ -216,7 +217,7 @@ class Sweep:
         job["trialNumber"] = number
         es = self.file.earlyStopping
         last = job.get("epochs") if es.step == "epoch" else None   # a trial's last epoch needs no verdict
-        if isinstance(last, int) and not isinstance(last, bool):
+        if is_whole(last):
             steps = [s for s in self.rung_steps() if s < last]
         else:
             steps = [s for s in self.rung_steps() if not isinstance(es.maxResource, int) or s < es.maxResource]
