@@ -491,7 +491,7 @@ class JobTable:
         with self._values_lock:
             if column not in self._values:
                 self._values[column] = _distinct(self._frame[column]) if column in self._frame else set()
-            found = self._values[column]
+            found = set(self._values[column])   # a copy: a refresh in another thread grows the set in place
         return self._memo(frame, f"values:{column}", lambda: sorted(found, key=str)[:limit])
 
     def with_predictions(self, limit: int = 300) -> pd.DataFrame:
