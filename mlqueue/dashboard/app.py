@@ -21,6 +21,7 @@ from gridfs.errors import NoFile
 from mlqueue import artifacts
 from mlqueue.dashboard import code_page, job_page, jobs_page, new_job_page, quality_page, sweep_page, workers_page
 from mlqueue.dashboard.common import Ctx, message
+from mlqueue.dashboard.first_paint import FirstPaint
 from mlqueue.dashboard.table import JobTable
 from mlqueue.settings import Settings, get_settings, read_json_file
 
@@ -170,6 +171,7 @@ def create_dash_app(settings: Settings | None = None, prefix: str = "/ui/") -> d
     app.index_string = app.index_string.replace("{%css%}", "{%css%}" + preload + "<style>" + STYLE + "</style>")
     ctx = Ctx(app=app, settings=settings, table=JobTable(settings))
     app.layout = lambda: html.Div([dcc.Location(id="url"), navbar(ctx), html.Main(id="page")])
+    FirstPaint(ctx, [(ctx.href(f"/{key}"), label) for key, (_, label) in PAGES.items() if label]).install()
 
     @app.callback(Output("page", "children"), Input("url", "pathname"), Input("url", "search"))
     def _render(pathname: str | None, search: str | None) -> Any:

@@ -87,9 +87,28 @@ def summary(ctx: Ctx) -> str:
     return ctx.table.memo("summary", text)
 
 
-def layout(ctx: Ctx, _arg: str | None, query: dict[str, str]) -> html.Div:
+def first_view(ctx: Ctx, query: dict[str, str]) -> tuple[list[tuple[str, str]], list[str], dict[str, Any]]:
+    """What the page opens on for a URL's query: every column, those shown, and the grid's filter model.
+
+    The layout and the index's first rows (``first_paint``) both start from it, so they show the same view.
+    """
     columns = ctx.table.columns()
     shown = default_columns(columns, varying_hyperparameters(ctx, columns, query))
+    return columns, shown, _quick_filter_model({}, {c: query.get(c) for c in QUICK_FILTERS})
+
+
+def rows_response(ctx: Ctx, request: dict[str, Any]) -> dict[str, Any]:
+    """The grid's answer to one of its row requests (AG Grid's infinite model): rows as shown, and the count."""
+    rows, count = ctx.table.page(int(request.get("startRow", 0)), int(request.get("endRow", PAGE_SIZE)),
+                                 request.get("sortModel"), request.get("filterModel"))
+    response: dict[str, Any] = {"rowData": _with_links(ctx, rows)}
+    if count is not None:
+        response["rowCount"] = count
+    return response
+
+
+def layout(ctx: Ctx, _arg: str | None, query: dict[str, str]) -> html.Div:
+    columns, shown, filter_model = first_view(ctx, query)
     filters = [html.Div([html.Label(label), dcc.Dropdown(id=f"jobs-f-{column}",
                                                         options=filter_choices(ctx, column, query.get(column)),
                                                         value=query.get(column), placeholder="any")],
@@ -104,7 +123,7 @@ def layout(ctx: Ctx, _arg: str | None, query: dict[str, str]) -> html.Div:
     ], className="toolbar")
     grid = dag.AgGrid(
         id="jobs-grid", rowModelType="infinite", columnDefs=column_defs(columns, shown),
-        filterModel=_quick_filter_model({}, {c: query.get(c) for c in QUICK_FILTERS}),
+        filterModel=filter_model,
         defaultColDef={"sortable": True, "resizable": True, "floatingFilter": True,
                        "filterParams": {"debounceMs": 300, "maxNumConditions": 2}, "width": 135},
         dashGridOptions={"pagination": True, "paginationPageSize": PAGE_SIZE, "cacheBlockSize": PAGE_SIZE,
@@ -176,12 +195,7 @@ def register(ctx: Ctx) -> None:
     def _rows(request: dict[str, Any] | None) -> dict[str, Any]:
         if not request:
             raise PreventUpdate
-        rows, count = ctx.table.page(int(request.get("startRow", 0)), int(request.get("endRow", PAGE_SIZE)),
-                                     request.get("sortModel"), request.get("filterModel"))
-        response: dict[str, Any] = {"rowData": _with_links(ctx, rows)}
-        if count is not None:
-            response["rowCount"] = count
-        return response
+        return rows_response(ctx, request)
 
     @app.callback(Output("jobs-grid", "filterModel"),
                   [Input(f"jobs-f-{column}", "value") for column in QUICK_FILTERS],
