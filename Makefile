@@ -29,7 +29,11 @@ stop: ## stop what `make run` started
 /usr/sbin/sshd: ## Debian's OpenSSH server: the `machines add` test logs in to it on a loopback port
 	apt-get update && apt-get install -y openssh-server
 
-test: $(STAMP) /usr/bin/chromium /usr/sbin/sshd ## the whole test suite against real servers and workers
+/usr/sbin/rabbitmq-server: ## Debian's RabbitMQ: tests/test_rabbitmq_broker.py starts its own throwaway node on free ports
+	apt-get update && apt-get install -y rabbitmq-server
+	-systemctl disable --now rabbitmq-server epmd.socket 2>/dev/null || service rabbitmq-server stop 2>/dev/null
+
+test: $(STAMP) /usr/bin/chromium /usr/sbin/sshd /usr/sbin/rabbitmq-server ## the whole test suite against real servers and workers
 	$(PY) -m pytest -q -n 2 --dist loadfile  # two files at a time: most of a test is waiting on workers
 
 screenshots: $(STAMP) /usr/bin/chromium ## retake docs/screenshots: every dashboard page at 1280x800 (tests/test_dashboard_tour.py)

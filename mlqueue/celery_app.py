@@ -1,4 +1,4 @@
-"""The Celery application: Redis broker, JSON only, one Job at a time per worker process.
+"""The Celery application: a Redis (or RabbitMQ) broker, JSON only, one Job at a time per worker process.
 
 ``celery -A mlqueue worker`` finds this app through ``mlqueue.app``. There is no result backend:
 Outcomes go to the store, where they are kept with their Jobs and Orders.
@@ -11,7 +11,7 @@ from typing import Any
 from celery import Celery, signals
 from kombu import pools
 
-from mlqueue import routing
+from mlqueue import brokers, routing
 from mlqueue.settings import Settings, get_settings
 
 
@@ -31,9 +31,7 @@ def make_app() -> Celery:
         worker_concurrency=settings.worker_concurrency,
         task_default_queue=settings.queue,
         task_track_started=False,
-        # Redelivery of a running Job is decided by Order heartbeats (see orders.Reaper), not by Redis;
-        # the visibility timeout is only the last resort for messages nobody else remembers.
-        broker_transport_options={"visibility_timeout": settings.visibility_timeout},
+        **brokers.celery_options(settings),  # Redis' visibility timeout, or RabbitMQ's confirms and queue type
         broker_connection_retry=True,
         broker_connection_retry_on_startup=True,
         broker_connection_max_retries=None,
@@ -53,13 +51,18 @@ routing.add_worker_options(app)
 
 def app_for(settings: Settings) -> Celery:
     """The app, pointed at ``settings``' broker (the HQ learns its URL only after starting Redis)."""
-    if settings.broker_url and app.conf.broker_url != settings.broker_url:
+    options = brokers.celery_options(settings)
+    if settings.broker_url and (app.conf.broker_url != settings.broker_url
+                                or any(app.conf.get(key) != value for key, value in options.items())):
         # Close the old broker's connections *and forget them*: kombu keeps pools in a global registry keyed
         # by broker, so a pool merely closed would be handed back, dead, on a later switch to that broker.
         pools.reset()
         app._pool = None
         app.amqp._producer_pool = None
         app.conf.broker_url = settings.broker_url
+        app.conf.update(options)
+        for cached in ("queues", "default_queue", "router"):  # made from the old options (queue types)
+            app.amqp.__dict__.pop(cached, None)
     return app
 
 

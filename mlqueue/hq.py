@@ -1,7 +1,8 @@
 """The HQ: the one long-running process on the main machine.
 
 It owns the home directory (data, logs, generated config and credentials), starts the embedded Redis
-and MongoDB-protocol servers unless real ones are configured, serves the HTTP API and dashboard
+and MongoDB-protocol servers unless real ones are configured (beside a RabbitMQ broker it still starts
+its Redis, for sweeps' studies and verdicts, unless MLQUEUE_REDIS_URL names one), serves the HTTP API and dashboard
 (``mlqueue.api``) with uvicorn, runs Flower (Celery's own monitor) beside it, runs the reaper, and
 prints the exact command other machines paste to join as workers.
 
@@ -27,7 +28,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from mlqueue import order_index, orders, ranking, store
+from mlqueue import brokers, order_index, orders, ranking, store
 from mlqueue.errors import ConfigError
 from mlqueue.joining import join_address, open_door
 from mlqueue.servers import MongoServer, RedisServer, die_with_parent, free_port, lan_address
@@ -101,13 +102,18 @@ class HQ:
         """Start embedded servers unless the environment names real ones."""
         external_broker = os.environ.get("MLQUEUE_BROKER_URL")
         external_mongo = os.environ.get("MLQUEUE_MONGO_URL")
+        external_redis = os.environ.get("MLQUEUE_REDIS_URL")
+        self.config.pop("redis_url", None)
         if external_broker:
             self.config["broker_url"] = external_broker
-        else:
+        beside_rabbit = bool(external_broker) and not brokers.is_redis(external_broker)
+        if beside_rabbit and external_redis:
+            self.config["redis_url"] = external_redis
+        elif not external_broker or beside_rabbit:  # the embedded Redis is the broker, or keeps sweeps' studies
             self.redis = RedisServer(self.home / "redis", self.home / "logs" / "redis.log",
                                      port=self.config["redis_port"], bind=self.bind,
                                      password=self.config["redis_password"]).start()
-            self.config["broker_url"] = self.redis.url
+            self.config["redis_url" if beside_rabbit else "broker_url"] = self.redis.url
         if external_mongo:
             self.config["mongo_url"] = external_mongo
         else:
@@ -115,7 +121,7 @@ class HQ:
                                      port=self.config["mongo_port"], bind=self.bind, auth=self.mongo_auth,
                                      password=self.config["mongo_password"]).start()
             self.config["mongo_url"] = self.mongo.url
-        self.config["embedded"] = {"redis": not external_broker, "mongo": not external_mongo}
+        self.config["embedded"] = {"redis": self.redis is not None, "mongo": not external_mongo}
         self.config_path.write_text(json.dumps(self.config, indent=2) + "\n")
         os.chmod(self.config_path, 0o600)
         (self.home / "hq.pid").write_text(str(os.getpid()))
@@ -134,7 +140,9 @@ class HQ:
         host = self.public_host
         broker = self.config["broker_url"].replace("127.0.0.1", host)
         mongo = self.config["mongo_url"].replace("127.0.0.1", host)
-        return f"MLQUEUE_BROKER_URL='{broker}' MLQUEUE_MONGO_URL='{mongo}' celery -A mlqueue worker -l info"
+        redis = self.config.get("redis_url", "").replace("127.0.0.1", host)  # beside RabbitMQ: sweeps' verdicts
+        redis = f"MLQUEUE_REDIS_URL='{redis}' " if redis else ""
+        return f"MLQUEUE_BROKER_URL='{broker}' MLQUEUE_MONGO_URL='{mongo}' {redis}celery -A mlqueue worker -l info"
 
     def banner(self) -> str:
         from mlqueue import machines_cli

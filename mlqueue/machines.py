@@ -28,7 +28,7 @@ from urllib.parse import quote_plus, urlsplit
 import redis
 from pymongo.errors import OperationFailure
 
-from mlqueue import invites, store
+from mlqueue import brokers, invites, store
 from mlqueue.errors import ConfigError, InvalidInput, MlqueueError, NotFound, Unreachable
 from mlqueue.settings import HOME_CONFIG_NAME, Settings, get_settings, read_json_file
 from mlqueue.store import workers as worker_store
@@ -114,6 +114,12 @@ def user_of(name: str) -> str:
 
 def _redis_admin(settings: Settings) -> redis.Redis:
     broker, _ = settings.require_urls()
+    if not brokers.is_redis(broker):
+        raise BrokerRefused(
+            f"machines join with their own broker user on the HQ's Redis only; this HQ's broker is "
+            f"{broker.split('://')[0]}:// (RabbitMQ). Give the machine a RabbitMQ user of its own (`rabbitmqctl "
+            "add_user` and `set_permissions`) and set MLQUEUE_BROKER_URL, MLQUEUE_MONGO_URL (and MLQUEUE_REDIS_URL "
+            "for sweeps) in its config/mlqueue.json or environment; see docs/scaling.md")
     return redis.Redis.from_url(broker, socket_timeout=10)
 
 
@@ -160,6 +166,7 @@ def enroll(name: str, code: str, host: str, settings: Settings | None = None,
     if known and known.get("state") == ACTIVE:
         raise MachineError(f"a machine named {name!r} already belongs to the house; join under another name "
                            f"(--name), or remove the old one on the HQ with `mlqueue machines remove {name}`")
+    _redis_admin(settings)  # a broker that cannot give the machine a user refuses before the code is spent
     invites.spend(code, name, settings)
     redis_password = secrets.token_urlsafe(24)
     password_sha256 = hashlib.sha256(redis_password.encode()).hexdigest()
@@ -221,6 +228,8 @@ def _drop_store_user(user: str, settings: Settings) -> int:
 def restore_access(settings: Settings | None = None) -> int:
     """Re-create the Redis users of every active machine (after the HQ, and so Redis, restarted)."""
     settings = settings or get_settings()
+    if not brokers.is_redis(settings.broker_url):
+        return 0  # RabbitMQ keeps its users itself (machines cannot join there: ``_redis_admin``)
     conn = _redis_admin(settings)
     count = 0
     for machine in store.db(settings).machines.find({"state": ACTIVE}):

@@ -26,7 +26,7 @@ from typing import Any
 
 from celery import signals
 
-from mlqueue import capabilities, requirements, store
+from mlqueue import brokers, capabilities, requirements, store
 from mlqueue.settings import Settings, get_settings
 from mlqueue.store import workers as worker_store
 from mlqueue.values import number_or_none
@@ -129,8 +129,9 @@ def tell(workers: list[str], command: str, queue: str, settings: Settings, reply
     control = app_for(settings).control
     try:
         call = control.add_consumer if command == "add_consumer" else control.cancel_consumer
-        replies = call(queue, destination=workers, reply=reply, timeout=2.0) if reply else \
-            call(queue, destination=workers)
+        options = {"options": brokers.queue_options(settings)} if command == "add_consumer" else {}
+        replies = call(queue, destination=workers, reply=reply, timeout=2.0, **options) if reply else \
+            call(queue, destination=workers, **options)
     except Exception as exc:  # noqa: BLE001 - the worker's own refresh catches up within a heartbeat
         log.warning("could not tell %s to %s %s: %s", workers, command, queue, exc)
         return []
@@ -198,7 +199,7 @@ class Subscriptions:
         worker_store.forget_refusals(self.name, self.settings)
         self.queues = self.wanted()
         for queue in sorted(self.queues):
-            worker.app.amqp.queues.select_add(queue)
+            worker.app.amqp.queues.select_add(queue, **brokers.queue_options(self.settings))
         self.publish()
         log.info("worker %s consumes %s", self.name, ", ".join(sorted(self.queues)))
 

@@ -98,6 +98,8 @@ class Settings(BaseSettings):
     home: Path = Field(default_factory=default_home)
     broker_url: str | None = None
     mongo_url: str | None = None
+    redis_url: str | None = None  # sweeps' studies and verdicts when the broker is not Redis (mlqueue.brokers)
+    quorum_queues: bool = False  # on RabbitMQ: declare every queue as a quorum queue (docs/scaling.md)
     mongo_db: str = "mlqueue"
     queue: str = "mlqueue"
 

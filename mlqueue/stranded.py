@@ -20,7 +20,7 @@ import time
 
 import redis
 
-from mlqueue import orders, routing
+from mlqueue import brokers, orders, routing
 from mlqueue.settings import Settings
 from mlqueue.store import orders as order_store
 
@@ -57,7 +57,7 @@ def held_too_long(settings: Settings) -> dict[str, float]:
 
 def resend(by: str, settings: Settings) -> int:
     """Give every stranded unassigned Order a new delivery and message. Returns how many."""
-    if not (settings.broker_url or "").startswith("redis"):
+    if not brokers.is_redis(settings.broker_url):  # RabbitMQ re-queues a closed connection's messages itself
         return 0
     try:
         held = held_too_long(settings)

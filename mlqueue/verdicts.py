@@ -8,7 +8,8 @@ and writes into every trial Job (``pruneSteps: {field: epoch, steps: [1, 3, 9, .
 rung step waits for the driver's verdict (at most ``verdict_timeout`` seconds); every other report goes
 on at once, as before.
 
-Both directions go through the HQ's Redis (the broker; sweeps keep their Optuna studies there already):
+Both directions go through the HQ's Redis (the broker, or ``redis_url`` beside RabbitMQ; sweeps keep their
+Optuna studies there already):
 - a worker PUBLISHes on the house's sweep channel when a trial's rung report is stored and when a trial
   ends, so the driver steps now instead of at its next poll (which also shortens the gap between a
   machine's trials: the next trial is asked for and queued as soon as one ends);
@@ -30,6 +31,7 @@ from typing import Any
 
 import redis
 
+from mlqueue import brokers
 from mlqueue.settings import Settings
 from mlqueue.values import is_whole
 
@@ -43,9 +45,9 @@ _clients: dict[str, redis.Redis] = {}
 
 
 def _redis(settings: Settings) -> redis.Redis | None:
-    """A client on the HQ's Redis, or None when the broker is not Redis (then nothing waits)."""
-    url = settings.broker_url or ""
-    if not url.startswith(("redis://", "rediss://", "unix://")):
+    """A client on the house's Redis (``brokers.redis_url``), or None when it has none (then nothing waits)."""
+    url = brokers.redis_url(settings)
+    if url is None:
         return None
     if url not in _clients:
         _clients[url] = redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=30)

@@ -147,9 +147,10 @@ def farm_env(servers: Servers, home: Path, name: str) -> dict[str, str]:
     return env
 
 
-def make_farm(servers: Servers, home: Path, name: str, monkeypatch: pytest.MonkeyPatch) -> Farm:
+def make_farm(servers: Servers, home: Path, name: str, monkeypatch: pytest.MonkeyPatch,
+              **extra_env: str) -> Farm:
     """Point this test process (env, settings, store clients) at ``servers`` under database/queue ``name``."""
-    env = farm_env(servers, home, name)
+    env = {**farm_env(servers, home, name), **extra_env}  # e.g. another broker: tests/test_rabbitmq_broker.py
     for key, value in env.items():
         if key.startswith("MLQUEUE_"):
             monkeypatch.setenv(key, value)

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import redis
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
-from mlqueue import __version__, service, store
+from mlqueue import __version__, brokers, service, store
 from mlqueue.api.deps import SettingsDep
 from mlqueue.errors import ConfigError
 from mlqueue.settings import Settings
@@ -21,34 +20,33 @@ class Health(BaseModel):
     ok: bool
     version: str
     redis: dict[str, Any]
+    broker: dict[str, Any] | None = None
     mongo: dict[str, Any]
     workers: dict[str, int]
 
 
 @router.get("/health", response_model=Health,
-            responses={503: {"model": Health, "description": "Redis or the store is not answering"}})
+            responses={503: {"model": Health, "description": "the broker, Redis or the store is not answering"}})
 def health(settings: SettingsDep) -> JSONResponse:
     """Is the HQ able to take work? No token needed; says nothing secret."""
-    report = {"ok": True, "version": __version__, "redis": _ping_redis(settings),
+    broker = brokers.ping(settings)
+    report = {"ok": True, "version": __version__, "redis": _ping_redis(settings, broker), "broker": broker,
               "mongo": _ping_mongo(settings), "workers": {"online": 0, "registered": 0}}
     if report["mongo"]["ok"]:
         try:
             report["workers"] = service.worker_counts(settings)
         except store.TRANSIENT:
             report["mongo"] = {"ok": False, "error": "stopped answering"}
-    report["ok"] = report["redis"]["ok"] and report["mongo"]["ok"]
+    report["ok"] = broker["ok"] and report["mongo"]["ok"]  # a separate Redis (sweeps only) down: Jobs still run
     return JSONResponse(report, status_code=200 if report["ok"] else 503)
 
 
-def _ping_redis(settings: Settings) -> dict[str, Any]:
-    if not settings.broker_url:
-        return {"ok": False, "error": "no broker configured"}
-    try:
-        with redis.Redis.from_url(settings.broker_url, socket_timeout=2, socket_connect_timeout=2) as r:
-            r.ping()
-        return {"ok": True}
-    except redis.RedisError as exc:
-        return {"ok": False, "error": type(exc).__name__}
+def _ping_redis(settings: Settings, broker: dict[str, Any]) -> dict[str, Any]:
+    """The Redis of sweeps and verdicts: the broker itself, a separate one beside RabbitMQ, or none."""
+    url = brokers.redis_url(settings)
+    if url is None:
+        return broker if not settings.broker_url else {"ok": True, "used": False}
+    return broker if url == settings.broker_url else brokers.ping_redis(url)
 
 
 def _ping_mongo(settings: Settings) -> dict[str, Any]:

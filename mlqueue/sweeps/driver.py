@@ -4,8 +4,9 @@ A sweep lives in three places:
 - the Mongo ``sweeps`` collection: its file, state, budgets, counters, best so far and ``driverLease``;
 - the ``sweep_trials`` collection: one record per trial (Optuna number and id, the values chosen,
   its Job id, ``told``), so each trial is submitted once and told once;
-- an Optuna study in journal storage on the HQ's Redis (``settings.broker_url``), which survives an HQ
-  restart (Redis writes an fsynced append-only file) and is reachable from every machine.
+- an Optuna study in journal storage on the HQ's Redis (the broker, or ``redis_url`` beside RabbitMQ:
+  ``brokers.redis_url``), which survives an HQ restart (Redis writes an fsynced append-only file) and is
+  reachable from every machine.
 
 Trials are ordinary Jobs (``sweepId``, ``trialNumber``) sent through ``orders.submit``, so the job
 lifecycle does everything else: a trial lost with its worker is re-run as the same Job and its Order
@@ -40,8 +41,8 @@ from bson import ObjectId
 from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
-from mlqueue import datasets, jobs, orders, store, sweeps, verdicts
-from mlqueue.errors import NotFound
+from mlqueue import brokers, datasets, jobs, orders, store, sweeps, verdicts
+from mlqueue.errors import ConfigError, NotFound
 from mlqueue.settings import Settings, get_settings
 from mlqueue.store import jobs as job_store
 from mlqueue.store import orders as order_store
@@ -73,7 +74,14 @@ def study_storage(settings: Settings | None = None) -> Any:
     import optuna
 
     settings = settings or get_settings()
-    broker, _ = settings.require_urls()
+    settings.require_urls()
+    broker = brokers.redis_url(settings)
+    if broker is None:
+        raise ConfigError(
+            f"sweeps keep their Optuna study in Redis, and this machine knows none: the broker "
+            f"({settings.broker_url.split('://')[0]}://) is not Redis and no redis_url is set. Set "
+            "MLQUEUE_REDIS_URL (or redis_url in config/mlqueue.json) to the HQ's Redis — `mlqueue hq` starts one "
+            "beside RabbitMQ and writes its URL in the HQ's home config — or drive sweeps from the HQ (--hq URL).")
     key = (os.getpid(), broker, settings.mongo_db)
     if key not in _storages:
         with warnings.catch_warnings():

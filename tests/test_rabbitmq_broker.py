@@ -1,0 +1,139 @@
+"""RabbitMQ as the broker: a real node (tests/rabbit.py), the embedded store, real worker processes.
+
+One node serves the whole module; each test has its own queue and database names, as with Redis. What
+needs a Redis besides messages (sweeps' studies, pruning verdicts, per-machine broker users) either
+uses a separate Redis or says what to set (docs/scaling.md, mlqueue/brokers.py).
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import amqp
+import httpx
+import pytest
+from api_helpers import serve
+from conftest import Farm, Servers, make_farm, wait_for
+from rabbit import RabbitServer, server_binary
+
+from mlqueue import invites, machines, routing, store, stranded
+from mlqueue.errors import ConfigError
+from mlqueue.settings import reload_settings
+
+
+@pytest.fixture(scope="module")
+def rabbit(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RabbitServer]:
+    binary = server_binary()
+    if binary is None:
+        reason = "no rabbitmq-server on this machine (`make test` installs Debian's rabbitmq-server)"
+        print(reason)
+        pytest.skip(reason)
+    server = RabbitServer(tmp_path_factory.mktemp("rabbit"), binary).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def rabbit_farm(servers: Servers, rabbit: RabbitServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                request: pytest.FixtureRequest) -> Iterator[Callable[..., Farm]]:
+    """Makes a farm whose broker is the RabbitMQ node (extra MLQUEUE_* settings as keywords)."""
+    made: list[Farm] = []
+
+    def make(**extra_env: str) -> Farm:
+        name = f"r{secrets.token_hex(4)}"
+        farm = make_farm(servers, tmp_path / name, name, monkeypatch, MLQUEUE_BROKER_URL=rabbit.url, **extra_env)
+        farm.home.mkdir(parents=True, exist_ok=True)
+        made.append(farm)
+        return farm
+
+    yield make
+    for farm in made:
+        farm.stop_all()
+        if getattr(request.node, "rep_call", None) is not None and request.node.rep_call.failed:
+            for log in farm.home.glob("worker-*.log"):
+                print(f"----- {log.name}\n{log.read_text()[-4000:]}")
+        store.client(farm.settings).drop_database(farm.settings.mongo_db)
+    reload_settings()
+
+
+def queue_type_is(rabbit: RabbitServer, queue: str, wanted: str) -> bool:
+    """Declaring ``queue`` again with ``x-queue-type: wanted`` succeeds only if it already is of that type."""
+    conn = amqp.Connection(f"127.0.0.1:{rabbit.port}", userid=rabbit.user, password=rabbit.password)
+    conn.connect()
+    try:
+        conn.channel().queue_declare(queue, durable=True, auto_delete=False, arguments={"x-queue-type": wanted})
+        return True
+    except amqp.exceptions.PreconditionFailed:
+        return False
+    finally:
+        conn.collect()
+
+
+def test_jobs_run_end_to_end_with_rabbitmq_as_the_broker(rabbit_farm: Callable[..., Farm]) -> None:
+    farm = rabbit_farm()
+    farm.start_worker("w1")
+    ids = farm.submit(*[{"scriptName": "toy", "x": float(i), "epochs": 2} for i in range(3)])
+    for job_id in ids:
+        assert farm.wait_final(job_id)["state"] == "succeeded"
+        assert farm.db.outcomes.count_documents({"jobId": job_id}) == 1
+    assert stranded.resend("test", farm.settings) == 0  # RabbitMQ re-queues a dead consumer's messages itself
+    served = serve(farm.settings)
+    try:
+        health = httpx.get(f"{served.url}/health").json()
+    finally:
+        served.stop()
+    assert health["ok"] and health["broker"]["ok"] and health["mongo"]["ok"]
+    assert health["redis"] == {"ok": True, "used": False} and health["workers"]["online"] == 1
+
+
+def test_a_worker_killed_mid_job_still_gives_exactly_one_outcome(rabbit_farm: Callable[..., Farm]) -> None:
+    farm = rabbit_farm()
+    first = farm.start_worker("w1")
+    [job_id] = farm.submit({"scriptName": "toy", "epochs": 20, "sleepSeconds": 6, "y": 1.5})
+    wait_for(lambda: len(farm.order(job_id).get("metrics", [])) >= 2, what="job to make progress on w1")
+    farm.start_worker("w2")  # online when w1 dies: RabbitMQ hands it w1's unacked message at once
+    farm.kill_worker(first)
+    order = farm.wait_final(job_id, timeout=120)
+    assert order["state"] == "succeeded" and order["attempts"] == 2 and order["outcome"]["worker"].startswith("w2@")
+    assert any("lost" in e["why"] and "w1@" in e["why"] for e in order["history"])
+    assert farm.db.outcomes.count_documents({"jobId": job_id}) == 1
+
+
+def test_quorum_queues_and_remote_control_over_amqp(rabbit: RabbitServer, rabbit_farm: Callable[..., Farm]) -> None:
+    farm = rabbit_farm(MLQUEUE_QUORUM_QUEUES="1")
+    farm.start_worker("small", MLQUEUE_CAPABILITIES='{"memoryGB": 2}')
+    farm.start_worker("big", MLQUEUE_CAPABILITIES='{"memoryGB": 64}')
+    ids = farm.submit(*[{"scriptName": "toy", "x": float(i), "requires": {"memoryGB": 16}} for i in range(3)])
+    for job_id in ids:  # the class queue reached "big" by add_consumer, a Celery remote-control broadcast
+        assert farm.wait_final(job_id)["outcome"]["worker"].startswith("big@")
+        assert farm.db.outcomes.count_documents({"jobId": job_id}) == 1
+    from mlqueue.celery_app import app_for
+
+    big = farm.db.workers.find_one({"name": {"$regex": "^big@"}})["name"]
+    assert app_for(farm.settings).control.ping(destination=[big], timeout=5)
+    class_queue = routing.class_queue(farm.settings.queue, farm.order(ids[0])["requirementClass"])
+    for queue in (farm.settings.queue, class_queue, routing.worker_queue(farm.settings.queue, big)):
+        assert queue_type_is(rabbit, queue, "quorum"), queue
+        assert not queue_type_is(rabbit, queue, "classic"), queue
+
+
+def test_what_needs_a_redis_says_so_or_uses_a_separate_one(servers: Servers, rabbit_farm: Callable[..., Farm]
+                                                           ) -> None:
+    farm = rabbit_farm()
+    from mlqueue.sweeps import driver
+
+    with pytest.raises(ConfigError, match="MLQUEUE_REDIS_URL"):
+        driver.study_storage(farm.settings)
+    code = invites.create(settings=farm.settings)["code"]
+    with pytest.raises(machines.BrokerRefused, match="rabbitmqctl add_user"):
+        machines.enroll("laptop", code, "127.0.0.1", farm.settings)
+    assert farm.db.invites.find_one({"usedAt": None}) is not None  # the refused join did not spend the code
+    assert machines.restore_access(farm.settings) == 0
+
+    beside = rabbit_farm(MLQUEUE_REDIS_URL=servers.redis.url)
+    assert driver.study_storage(beside.settings) is not None
+    from mlqueue import verdicts
+
+    assert verdicts._redis(beside.settings) is not None  # noqa: SLF001 - the client verdicts wait on
