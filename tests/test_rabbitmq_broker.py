@@ -7,7 +7,12 @@ uses a separate Redis or says what to set (docs/scaling.md, mlqueue/brokers.py).
 
 from __future__ import annotations
 
+import json
+import os
 import secrets
+import signal
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -15,9 +20,11 @@ import amqp
 import httpx
 import pytest
 from api_helpers import serve
-from conftest import Farm, Servers, make_farm, wait_for
+from conftest import ROOT, Farm, Servers, make_farm, wait_for
 from rabbit import RabbitServer, server_binary
+from test_sweeps import create, drive, load_study, sweep_orders, write_sweep
 
+from ml_scripts import toy
 from mlqueue import invites, machines, routing, store, stranded
 from mlqueue.errors import ConfigError
 from mlqueue.settings import reload_settings
@@ -119,8 +126,8 @@ def test_quorum_queues_and_remote_control_over_amqp(rabbit: RabbitServer, rabbit
         assert not queue_type_is(rabbit, queue, "classic"), queue
 
 
-def test_what_needs_a_redis_says_so_or_uses_a_separate_one(servers: Servers, rabbit_farm: Callable[..., Farm]
-                                                           ) -> None:
+def test_without_a_redis_sweeps_say_what_to_set_joining_refuses_and_rung_waits_are_skipped(
+        rabbit_farm: Callable[..., Farm]) -> None:
     farm = rabbit_farm()
     from mlqueue.sweeps import driver
 
@@ -130,10 +137,49 @@ def test_what_needs_a_redis_says_so_or_uses_a_separate_one(servers: Servers, rab
     with pytest.raises(machines.BrokerRefused, match="rabbitmqctl add_user"):
         machines.enroll("laptop", code, "127.0.0.1", farm.settings)
     assert farm.db.invites.find_one({"usedAt": None}) is not None  # the refused join did not spend the code
-    assert machines.restore_access(farm.settings) == 0
+    assert machines.restore_access(farm.settings) == 0             # what the HQ runs at every start
+    farm.start_worker("w1")
+    [job_id] = farm.submit({"scriptName": "toy", "epochs": 3, "sleepSeconds": 0, "sweepId": "none",
+                            "pruneSteps": {"field": "epoch", "steps": [1, 2, 3]}})
+    order = farm.wait_final(job_id)
+    assert order["state"] == "succeeded" and len(order["metrics"]) == 3
+    assert not (order["outcome"].get("rungWaits") or {}).get("steps")  # no Redis: no verdict to wait for
 
-    beside = rabbit_farm(MLQUEUE_REDIS_URL=servers.redis.url)
-    assert driver.study_storage(beside.settings) is not None
-    from mlqueue import verdicts
 
-    assert verdicts._redis(beside.settings) is not None  # noqa: SLF001 - the client verdicts wait on
+def test_a_sweep_with_rabbitmq_and_a_separate_redis_gets_its_verdicts_at_every_rung(
+        servers: Servers, rabbit_farm: Callable[..., Farm], tmp_path: Path) -> None:
+    """test_sweeps' rung test, with RabbitMQ carrying the trials and the session's Redis the verdicts."""
+    farm = rabbit_farm(MLQUEUE_REDIS_URL=servers.redis.url)
+    farm.start_worker("w1")
+    file = write_sweep(tmp_path / "rungs.yaml", method="random", trials=3, parallel=1, epochs=4, sleep=0.04,
+                       early="{method: asha, minResource: 1, reductionFactor: 100}", seed=3)
+    sweep_id = create(farm, file)
+    load_study(farm, sweep_id).enqueue_trial({"x": toy.optimum("x"), "y": toy.optimum("y"), "shape": "flat"})
+    doc = drive(farm, sweep_id)
+    assert doc["state"] == "done" and doc["toldCount"] == 3
+    states = sorted(o["state"] for o in sweep_orders(farm, sweep_id))
+    assert states == ["pruned", "pruned", "succeeded"]
+    for order in sweep_orders(farm, sweep_id):
+        assert order["outcome"]["rungWaits"]["steps"] == [1] and order["outcome"]["rungWaits"]["timedOut"] == 0
+
+
+def test_an_hq_with_rabbitmq_starts_its_redis_beside_it_for_sweeps(rabbit: RabbitServer, tmp_path: Path) -> None:
+    home = tmp_path / "hq"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLQUEUE_")}
+    hq = subprocess.Popen([sys.executable, "-m", "mlqueue.cli", "hq", "--home", str(home), "--redis-port", "0",
+                           "--mongo-port", "0", "--port", "0"], cwd=ROOT, env={**env, "MLQUEUE_BROKER_URL": rabbit.url},
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines: list[str] = []
+    try:
+        wait_for(lambda: lines.append(hq.stdout.readline()) or any("MLQUEUE_BROKER_URL=" in ln for ln in lines),
+                 timeout=90, what="HQ banner")
+        config = json.loads((home / "config.json").read_text())
+        assert config["broker_url"] == rabbit.url and config["redis_url"].startswith("redis://")
+        assert config["embedded"] == {"redis": True, "mongo": True}
+        join = next(ln for ln in lines if "MLQUEUE_BROKER_URL=" in ln)
+        assert "MLQUEUE_REDIS_URL='redis://" in join and f":{rabbit.port}/" in join
+        health = httpx.get(f"http://127.0.0.1:{config['http_port']}/health", timeout=30).json()
+        assert health["ok"] and health["broker"] == {"ok": True} and health["redis"] == {"ok": True}
+    finally:
+        hq.send_signal(signal.SIGTERM)
+        hq.wait(60)
