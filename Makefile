@@ -32,6 +32,7 @@ stop: ## stop what `make run` started
 /usr/sbin/rabbitmq-server: ## Debian's RabbitMQ: tests/test_rabbitmq_broker.py starts its own throwaway node on free ports
 	apt-get update && apt-get install -y rabbitmq-server
 	-systemctl disable --now rabbitmq-server epmd.socket 2>/dev/null || service rabbitmq-server stop 2>/dev/null
+	-epmd -kill >/dev/null 2>&1  # the installer's port mapper; epmd refuses if a node still uses it
 
 test: $(STAMP) /usr/bin/chromium /usr/sbin/sshd /usr/sbin/rabbitmq-server ## the whole test suite against real servers and workers
 	$(PY) -m pytest -q -n 2 --dist loadfile  # two files at a time: most of a test is waiting on workers

@@ -112,6 +112,12 @@ class RabbitServer:
         except OSError:
             return ""
 
+    def kill(self) -> None:
+        """SIGKILL the node, as a power cut of the broker's process would (its epmd stays, as it would)."""
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
     def stop(self) -> None:
         """Kill the node (its whole process group) and the epmd it started on its own port."""
         if self.proc is not None and self.proc.poll() is None:

@@ -183,3 +183,21 @@ def test_an_hq_with_rabbitmq_starts_its_redis_beside_it_for_sweeps(rabbit: Rabbi
     finally:
         hq.send_signal(signal.SIGTERM)
         hq.wait(60)
+
+
+def test_the_broker_killed_and_restarted_loses_no_job(rabbit: RabbitServer, rabbit_farm: Callable[..., Farm]
+                                                      ) -> None:
+    """Queues are durable and messages persistent: what was queued survives ``kill -9`` of the node."""
+    farm = rabbit_farm()
+    farm.start_worker("w1")
+    running, *queued = farm.submit({"scriptName": "toy", "epochs": 10, "sleepSeconds": 5, "a": 1.0},
+                                   *({"scriptName": "toy", "b": float(i)} for i in range(3)))
+    wait_for(lambda: len(farm.order(running).get("metrics", [])) >= 2, what="the long job to make progress")
+    rabbit.kill()
+    rabbit.start()
+    for job_id in [running, *queued]:
+        assert farm.wait_final(job_id, timeout=120)["state"] == "succeeded"
+        assert farm.db.outcomes.count_documents({"jobId": job_id}) == 1
+    assert farm.order(running)["attempts"] == 1  # the worker ran on through the outage; its heartbeat is the store's
+    [late] = farm.submit({"scriptName": "toy", "c": 2.0})
+    assert farm.wait_final(late)["state"] == "succeeded"
