@@ -21,7 +21,7 @@ import logging
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -34,6 +34,23 @@ FIELDS = ("state", "projectName", "scriptName", "sweepId", "worker")
 OVERLAP = timedelta(seconds=5)
 FULL_READ_EVERY = 1800.0  # also repairs what a writer's clock far behind the HQ's hid from the ranges
 PROJECTION = {"_id": 0, "jobId": 1, "updatedDate": 1, **{f: 1 for f in FIELDS}}
+
+
+class WholeRead:
+    """One whole read of the Orders becoming a new index, window by window."""
+
+    def __init__(self) -> None:
+        self.read_at = now()  # a read of what changed since then follows it
+        self.rows: dict[str, tuple[Any, ...]] = {}
+        self.newest: datetime | None = None
+
+    def add(self, window: Iterable[dict[str, Any]]) -> None:
+        """Take one window of Orders (each with ``jobId``, ``updatedDate`` and the listing fields)."""
+        for doc in window:
+            self.rows[doc["jobId"]] = tuple(_shared(doc.get(f)) for f in FIELDS)
+            stamp = doc.get("updatedDate")
+            if stamp and (self.newest is None or stamp > self.newest):
+                self.newest = stamp
 
 
 class OrderIndex:
@@ -49,6 +66,7 @@ class OrderIndex:
         self.ready = False  # read whole at least once
         self._full_read_at = -FULL_READ_EVERY  # monotonic time of the last whole read
         self._loader: threading.Thread | None = None
+        self._shared = False  # another whole read of the Orders is building this index (``share_read``)
 
     def refresh(self) -> None:
         """Read the Orders changed since the last read (the index must have been read whole: ``read_all``)."""
@@ -63,17 +81,43 @@ class OrderIndex:
             self._advance(read_at, newest)
 
     def read_all(self) -> None:
-        """Read every Order into a new index, then swap it in (requests meanwhile use the old one or the store)."""
-        read_at, newest = now(), None
-        rows: dict[str, tuple[Any, ...]] = {}
-        ids: list[str] = []
-        for doc in order_store.every(self.settings, PROJECTION):
-            self._put(rows, ids, doc)
-            if doc.get("updatedDate") and (newest is None or doc["updatedDate"] > newest):
-                newest = doc["updatedDate"]
+        """Read every Order into a new index, then swap it in (requests meanwhile use the old one or the store).
+
+        The Orders come in windows (``order_store.in_windows``), the store answering other requests in
+        between. An Order moved during the read may be missing from them: the first ``refresh``, from
+        the read's start, brings it.
+        """
+        build = WholeRead()
+        for window in order_store.in_windows(self.settings, PROJECTION):
+            build.add(window)
+        self._swap(build)
+
+    def share_read(self) -> WholeRead | None:
+        """For another whole read of the Orders with every listing field (the dashboard's table): a build
+        its windows feed, so the Orders are read once for both; None if this index is read or being read.
+        The caller ends with ``end_shared``, whatever happens."""
+        with _indexes_lock:
+            if self.ready or self._loader is not None or self._shared:
+                return None
+            self._shared = True
+            self._full_read_at = time.monotonic()
+        return WholeRead()
+
+    def end_shared(self, build: WholeRead | None) -> None:
+        """Swap in a shared read's index (``build``), or give the read back (None: it failed)."""
+        try:
+            if build is not None:
+                self._swap(build)
+            else:
+                self._full_read_at = -FULL_READ_EVERY  # the next request reads it
+        finally:
+            self._shared = False
+
+    def _swap(self, build: WholeRead) -> None:
+        ids = sorted(build.rows)  # one sort: inserting 100,000 ids one at a time moved the list each time
         with self._lock:
-            self._rows, self._ids, self._newest, self._since = rows, ids, None, None
-            self._advance(read_at, newest)
+            self._rows, self._ids, self._newest, self._since = build.rows, ids, None, None
+            self._advance(build.read_at, build.newest)
             self._full_read_at = time.monotonic()
             self.ready = True
 
@@ -88,7 +132,7 @@ class OrderIndex:
     def start_loading(self) -> None:
         """Read the whole index in the background (one read at a time)."""
         with _indexes_lock:
-            if self._loader is not None:
+            if self._loader is not None or self._shared:
                 return
             self._loader = threading.Thread(target=self._load, name="mlqueue-order-index", daemon=True)
             self._full_read_at = time.monotonic()  # not again before this one is done

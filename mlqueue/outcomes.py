@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -209,6 +210,19 @@ def table_rows(settings: Settings | None = None, changed_since: datetime | None 
     found = list(held.values()) + (order_store.by_job_ids(sorted(wanted), settings, TABLE_PROJECTION)
                                    if wanted else [])
     return _rows_for(settings, found, jobs)
+
+
+def table_row_windows(settings: Settings | None = None,
+                      also: Callable[[list[dict[str, Any]]], None] | None = None) -> Iterator[list[dict[str, Any]]]:
+    """Rows of the jobs table for every Job, in windows: the Orders most recently moved first (so the newest
+    Jobs come in the first windows), each window's Jobs read by id; the store answers other requests
+    between two windows (``order_store.in_windows``). ``also`` is given each window of Orders as read
+    (the Orders index shares this read). An Order moved during the read may be missing: a caller keeping
+    the table re-reads what changed since the read began (``table_rows(changed_since=...)``)."""
+    for order_docs in order_store.in_windows(settings, TABLE_PROJECTION):
+        if also is not None:
+            also(order_docs)
+        yield _rows_for(settings, order_docs, {})
 
 
 def _rows_for(settings: Settings | None, order_docs: list[dict[str, Any]],

@@ -115,7 +115,10 @@ class Ranking:
     def refresh(self) -> None:
         """Catch up with Outcomes written since the last look (building the list on first use)."""
         if self.newest is None and not self.attrs:
-            self._add(outcome_store.written_after(None, self.settings, self._projection()))
+            # in windows, the store answering other requests in between; one written meanwhile may be
+            # missing from them, and is read by the next refresh (``_id`` past the newest) or resweep
+            windows = outcome_store.in_windows(self.settings, self._projection())
+            self._add(doc for window in windows for doc in window)
             self.swept_at = time.monotonic()
             return
         since = self.newest or None

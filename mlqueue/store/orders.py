@@ -139,8 +139,11 @@ def count_in(states: Iterable[str], settings: Settings | None = None) -> int:
 
 
 def job_ids_in(states: Iterable[str], settings: Settings | None = None) -> list[str]:
-    """The Job ids of every Order in one of ``states`` (a scan: the reaper's first full repair only)."""
-    return [o["jobId"] for o in _orders(settings).find({"state": {"$in": list(states)}}, {"jobId": 1})]
+    """The Job ids of every Order in one of ``states`` (every Order read, in windows: the reaper's first
+    full repair only; a filter on ``state`` alone made the store read every Order in one go)."""
+    wanted = set(states)
+    return [o["jobId"] for window in in_windows(settings, {"jobId": 1, "state": 1}) for o in window
+            if o.get("state") in wanted]
 
 
 def states_changed_since(since: datetime, settings: Settings | None = None) -> list[tuple[str, str]]:
@@ -194,6 +197,14 @@ def matching(where: dict[str, Any], settings: Settings | None = None,
 def every(settings: Settings | None = None, projection: dict[str, Any] | None = None) -> Iterator[dict[str, Any]]:
     """Every Order (a cursor: one pass over the collection, for whole-table reads)."""
     return _orders(settings).find({}, projection)
+
+
+def in_windows(settings: Settings | None = None, projection: dict[str, Any] | None = None,
+               size: int | None = None) -> Iterator[list[dict[str, Any]]]:
+    """Every Order, the most recently moved first, in windows of about ``size`` (ranges of the
+    ``updatedDate`` index, see ``store.in_windows``): a whole read that lets other requests in between.
+    An Order that moves during the read may be missed; re-read with ``updated_since`` its start."""
+    return store.in_windows(_orders(settings), "updatedDate", projection, size)
 
 
 def updated_since(since: datetime | None, settings: Settings | None = None,

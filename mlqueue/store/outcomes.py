@@ -51,8 +51,16 @@ def count(settings: Settings | None = None) -> int:
 
 
 def job_ids(settings: Settings | None = None) -> set[str]:
-    """The Job ids that have an Outcome (a scan: the reaper's first full repair only)."""
-    return set(_outcomes(settings).distinct("jobId"))
+    """The Job ids that have an Outcome (every Outcome read, in windows: the reaper's first full repair only)."""
+    return {o["jobId"] for window in in_windows(settings, {"_id": 0, "jobId": 1}) for o in window}
+
+
+def in_windows(settings: Settings | None = None, projection: dict[str, Any] | None = None,
+               size: int | None = None) -> Iterator[list[dict[str, Any]]]:
+    """Every Outcome, the last finished first, in windows of about ``size`` (ranges of the ``finishedDate``
+    index, see ``store.in_windows``): a whole read that lets other requests in between. Outcomes are
+    written once, so each is read once; one written during the read may be missed (``written_after``)."""
+    return store.in_windows(_outcomes(settings), "finishedDate", projection, size or store.WINDOW * 4)
 
 
 def job_ids_among(wanted: Iterable[str], settings: Settings | None = None) -> set[str]:
