@@ -25,7 +25,7 @@ from rabbit import RabbitServer, server_binary
 from test_sweeps import create, drive, load_study, sweep_orders, write_sweep
 
 from ml_scripts import toy
-from mlqueue import invites, machines, routing, store, stranded
+from mlqueue import invites, machines, routing, store, stranded, worker_control
 from mlqueue.errors import ConfigError
 from mlqueue.settings import reload_settings
 
@@ -124,6 +124,16 @@ def test_quorum_queues_and_remote_control_over_amqp(rabbit: RabbitServer, rabbit
     for queue in (farm.settings.queue, class_queue, routing.worker_queue(farm.settings.queue, big)):
         assert queue_type_is(rabbit, queue, "quorum"), queue
         assert not queue_type_is(rabbit, queue, "classic"), queue
+
+    # pause from the HQ: the worker suspends its Job and cancels its (quorum) queues; resume consumes them again
+    [held] = farm.submit({"scriptName": "toy", "epochs": 6, "sleepSeconds": 3, "requires": {"memoryGB": 16}})
+    wait_for(lambda: farm.order(held)["state"] == "running", what="the Job to start on big")
+    worker_control.command(big, "pause", settings=farm.settings)
+    wait_for(lambda: any("paused" in e["why"] for e in farm.order(held)["history"]), what="big to pause its Job")
+    [after] = farm.submit({"scriptName": "toy", "x": 9.0, "requires": {"memoryGB": 16}})
+    worker_control.command(big, "resume", settings=farm.settings)
+    assert farm.wait_final(held)["state"] == "succeeded"
+    assert farm.wait_final(after)["outcome"]["worker"] == big
 
 
 def test_without_a_redis_sweeps_say_what_to_set_joining_refuses_and_rung_waits_are_skipped(
