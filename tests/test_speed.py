@@ -87,3 +87,27 @@ def test_only_a_clearly_faster_machine_counts_as_faster_not_one_that_drew_smalle
     assert not speed.clearly_faster(b, a) and not speed.clearly_faster(a, b)   # ...but the spreads overlap
     assert speed.clearly_faster(c, a) and speed.clearly_faster(c, b)
     assert not speed.clearly_faster(a, c)
+
+
+def test_figures_learn_from_the_newest_successes_and_then_from_each_new_one(farm: Farm, monkeypatch) -> None:
+    from mlqueue.store import outcomes as outcome_store
+
+    monkeypatch.setattr(speed, "RECENT", 4)
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+
+    def outcome(i: int, seconds: float, state: str = "succeeded", minutes: int | None = None) -> None:
+        outcome_store.insert_once(f"job{i}", {
+            "jobId": f"job{i}", "state": state, "worker": "w1@h", "script": {"name": "toy"},
+            "durationSeconds": seconds, "finishedDate": start + timedelta(minutes=i if minutes is None else minutes)},
+            farm.settings)
+
+    for i in range(6):
+        outcome(i, 10.0 if i < 2 else 2.0)   # the two oldest are slow: not among the newest 4
+    outcome(6, 50.0, state="failed")          # failures teach nothing
+    toy = speed.figures(farm.settings, fresh=True)["w1@h"]["toy"]
+    assert toy["jobs"] == 4 and toy["secondsPerJob"] == 2.0
+    for i in range(7, 10):
+        outcome(i, 8.0)                       # three new ones, newest of all
+    outcome(10, 99.0, minutes=-5)             # written now, but finished before all others: too old to count
+    toy = speed.figures(farm.settings, fresh=True)["w1@h"]["toy"]
+    assert toy["jobs"] == 4 and toy["secondsPerJob"] == 8.0

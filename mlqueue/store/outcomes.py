@@ -96,13 +96,6 @@ def done_by_worker(settings: Settings | None = None) -> dict[str, dict[str, Any]
         [{"$group": {"_id": "$worker", "n": {"$sum": 1}, "busy": {"$sum": "$durationSeconds"}}}])}
 
 
-def recent_successes(limit: int, settings: Settings | None = None,
-                     projection: dict[str, Any] | None = None) -> Iterator[dict[str, Any]]:
-    """The ``limit`` newest succeeded Outcomes with a positive duration (what speed figures learn from)."""
-    return _outcomes(settings).find({"state": "succeeded", "durationSeconds": {"$gt": 0}},
-                                    projection).sort("finishedDate", -1).limit(limit)
-
-
 NUMBER = {"$gte": float("-inf")}  # matches every number (Mongo compares within a type), and uses the index
 
 
