@@ -51,13 +51,18 @@ class Counter(monitoring.CommandListener):
         pass
 
 
-def carried(job: dict) -> dict:
-    """The Job as its Celery message carries it (``orders.carry``), for a checkout whose worker takes it."""
+def carried(job: dict, order: dict) -> dict:
+    """The Job (and the new Order) as its Celery message carries them (``orders.carry``), for a checkout
+    whose worker takes them."""
     import inspect
 
-    from mlqueue import worker
+    from mlqueue import orders, worker
 
-    return {"carried": job} if "carried" in inspect.signature(worker.execute).parameters else {}
+    takes = inspect.signature(worker.execute).parameters
+    extra = {"carried": job} if "carried" in takes else {}
+    if "carried_order" in takes:
+        extra["carried_order"] = orders.carry(None, order).get(orders.CARRIED_ORDER)
+    return extra
 
 
 def flush_deferred() -> None:
@@ -99,13 +104,13 @@ def main() -> None:
             counter.targets.clear()
             counter.counts.clear()
             counter.micros.clear()
-            deliveries = {o["jobId"]: o["delivery"] for o in d.orders.find({"jobId": {"$in": ids}})}
+            as_sent = {o["jobId"]: {**o, "enqueuedAt": None} for o in d.orders.find({"jobId": {"$in": ids}})}
             counter.counts.clear()
             counter.targets.clear()
             counter.micros.clear()
             t = time.perf_counter()
             for job_id in ids:
-                worker.execute(job_id, deliveries[job_id], "bench", settings, **carried(job))
+                worker.execute(job_id, as_sent[job_id]["delivery"], "bench", settings, **carried(job, as_sent[job_id]))
             run_s = time.perf_counter() - t
             flush_deferred()  # the Outcome copies written after each Job are still the Job's store work
             counter.on = False

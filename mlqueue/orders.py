@@ -16,9 +16,11 @@ A worker that can start at once claims and starts in one move (``claim(..., star
 Order goes from unassigned to running in a single conditional update whose history still records both
 steps, so each Job costs the store one write to start, one to finish and one for the Outcome copy.
 
-Celery messages carry ``(jobId, delivery)``, and the Job itself in a header when it is small (``carry``).
-A new ``delivery`` id is minted for every (re)queue; a message whose delivery is not the Order's
-current one is stale and is acknowledged and ignored.
+Celery messages carry ``(jobId, delivery)``, and the Job itself in a header when it is small (``carry``);
+a message sent at submit also carries the new Order, so the claim is one conditional update with no read
+before it (a claim that does not match reads the Order to say why). A new ``delivery`` id is minted for
+every (re)queue; a message whose delivery is not the Order's current one is stale and is acknowledged
+and ignored.
 
 Over 400 lines on purpose: every move of the state diagram above is here, so that whether two moves can
 both win is answered by reading one file. The queries and updates themselves are functions of
@@ -38,7 +40,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psutil
-from bson import ObjectId
+from bson import ObjectId, json_util
 
 from mlqueue import environment, routing, speed, store
 from mlqueue.errors import NotFound
@@ -61,6 +63,9 @@ STATUS_FOR_REASON = {"error": 500, "lost": 500, "timeout": 504, "cancelled": 499
 METRICS_KEPT = 20000
 LOG_LINES_KEPT = 5000
 CARRIED_JOB, CARRIED_JOB_BYTES = "mlqueue_job", 8192  # a Job this small rides in its message's headers
+CARRIED_ORDER = "mlqueue_order"  # and its Order as submitted (Extended JSON text), as small
+_BULK = ("history", "metrics", "log")  # an Order's growing lists: never carried
+_CARRIED_JSON = json_util.RELAXED_JSON_OPTIONS.with_options(tz_aware=True, tzinfo=UTC)
 REPAIR_MARGIN = timedelta(seconds=30)  # a final move stamped this long before a sweep may commit after it
 
 
@@ -146,7 +151,8 @@ def submit(jobs: list[dict[str, Any]], by: str = "cli", settings: Settings | Non
     order_store.insert(new_orders, settings)
     routing.announce(new_orders, settings)  # workers that satisfy a new requirement class start consuming it
     carried = {str(doc["_id"]): {k: v for k, v in doc.items() if k not in ("_id", "createdDate")} for doc in docs}
-    enqueue_all([(o["jobId"], o["delivery"], routing.queue_of(o, settings)) for o in new_orders], settings, carried)
+    enqueue_all([(o["jobId"], o["delivery"], routing.queue_of(o, settings)) for o in new_orders], settings, carried,
+                {o["jobId"]: o for o in new_orders})
     return [o["jobId"] for o in new_orders]
 
 
@@ -182,10 +188,12 @@ def enqueue(job_id: str, delivery: str, settings: Settings | None = None, queue:
 
 
 def enqueue_all(messages: list[tuple[str, str, str | None]], settings: Settings | None = None,
-                jobs: dict[str, dict[str, Any]] | None = None) -> int:
+                jobs: dict[str, dict[str, Any]] | None = None, new_orders: dict[str, dict[str, Any]] | None = None,
+                ) -> int:
     """Send the messages ``(jobId, delivery, queue)`` of several Orders, marking the sent ones after
-    each ``store.IN_CHUNK`` of them; returns how many were sent. ``jobs`` (by jobId, as submitted) ride
-    in their messages (``carry``), so the worker need not read them back.
+    each ``store.IN_CHUNK`` of them; returns how many were sent. ``jobs`` (by jobId, as submitted) and
+    ``new_orders`` (by jobId, just inserted) ride in their messages (``carry``), so the worker need not
+    read them back.
 
     The mark (``enqueuedAt``) only spares the reaper a re-send: a message sent twice carries the same
     delivery, and the second one is ignored as a duplicate. Marking as the batch goes means a process
@@ -195,7 +203,7 @@ def enqueue_all(messages: list[tuple[str, str, str | None]], settings: Settings 
     sent = 0
     for start in range(0, len(messages), store.IN_CHUNK):
         try:
-            chunk = _send_chunk(messages[start:start + store.IN_CHUNK], settings, jobs or {})
+            chunk = _send_chunk(messages[start:start + store.IN_CHUNK], settings, jobs or {}, new_orders or {})
         except Exception as exc:  # noqa: BLE001 - no connection at all: these Orders wait for the reaper
             log.warning("could not queue %d job(s) now (%s); they stay unassigned and will be re-sent",
                         len(messages) - start, exc)
@@ -206,35 +214,58 @@ def enqueue_all(messages: list[tuple[str, str, str | None]], settings: Settings 
 
 
 def _send_chunk(messages: list[tuple[str, str, str | None]], settings: Settings,
-                jobs: dict[str, dict[str, Any]]) -> list[tuple[str, str]]:
+                jobs: dict[str, dict[str, Any]], new_orders: dict[str, dict[str, Any]]) -> list[tuple[str, str]]:
     """The ``(jobId, delivery)`` of the messages sent, over one pooled broker connection."""
     from mlqueue.celery_app import app_for
 
     with app_for(settings).producer_or_acquire() as producer:
         return [(job_id, delivery) for job_id, delivery, queue in messages
-                if _send(job_id, delivery, queue, settings, producer, jobs.get(job_id))]
+                if _send(job_id, delivery, queue, settings, producer, carry(jobs.get(job_id), new_orders.get(job_id)))]
 
 
-def carry(job: dict[str, Any] | None) -> dict[str, Any]:
+def carry(job: dict[str, Any] | None, order: dict[str, Any] | None = None) -> dict[str, Any]:
     """The message headers that carry a Job (``CARRIED_JOB`` header): a Job is written once and never
     changed, so the copy in its message is the Job. Left out when it is large or not plain JSON; the
-    worker then reads it (as it does for messages the reaper re-sends, and old workers ignore it)."""
+    worker then reads it (as it does for messages the reaper re-sends, and old workers ignore it).
+
+    ``order``, an Order just inserted, rides as ``CARRIED_ORDER`` (without its growing lists): until a
+    claim, only notes, the sent mark and a stop request touch it, and none changes its delivery, state
+    or attempts, the claim's conditions (``carried_order``)."""
+    headers: dict[str, Any] = {}
     try:
         if job is not None and len(json.dumps(job, allow_nan=False)) <= CARRIED_JOB_BYTES:
-            return {CARRIED_JOB: job}
+            headers[CARRIED_JOB] = job
+        if order is not None:
+            text = json_util.dumps({k: v for k, v in order.items() if k not in _BULK}, allow_nan=False)
+            if len(text) <= CARRIED_JOB_BYTES:
+                headers[CARRIED_ORDER] = text
     except (TypeError, ValueError):
         pass
-    return {}
+    return headers
+
+
+def carried_order(header: Any, job_id: str, delivery: str) -> dict[str, Any] | None:
+    """The Order a message carried (``carry``), if it is this delivery's, unclaimed; else None."""
+    if not isinstance(header, str):
+        return None
+    try:
+        order = json_util.loads(header, json_options=_CARRIED_JSON)
+    except (TypeError, ValueError):
+        return None
+    if not isinstance(order, dict) or order.get("jobId") != job_id or order.get("delivery") != delivery \
+            or order.get("state") != UNASSIGNED or not isinstance(order.get("attempts"), int):
+        return None
+    return order
 
 
 def _send(job_id: str, delivery: str, queue: str | None, settings: Settings, producer: Any,
-          job: dict[str, Any] | None = None) -> bool:
+          headers: dict[str, Any] | None = None) -> bool:
     from mlqueue.celery_app import app_for
 
     try:
         app_for(settings).send_task(
             "mlqueue.run_order", args=[job_id, delivery], task_id=delivery, queue=queue or settings.queue,
-            producer=producer, headers=carry(job), retry=True,
+            producer=producer, headers=headers or {}, retry=True,
             retry_policy={"max_retries": 3, "interval_start": 0.2, "interval_step": 0.5},
         )
     except Exception as exc:  # noqa: BLE001 - the Order is safe in the store; the reaper re-sends
@@ -247,7 +278,7 @@ def _send(job_id: str, delivery: str, queue: str | None, settings: Settings, pro
 
 
 def claim(job_id: str, delivery: str, worker: str, settings: Settings | None = None,
-          start_with: dict[str, str] | None = None) -> dict[str, Any] | None:
+          start_with: dict[str, str] | None = None, carried: dict[str, Any] | None = None) -> dict[str, Any] | None:
     """Take an Order for this delivery. None means: stale or duplicate message, ignore it.
 
     With ``start_with`` (the identity of the script the worker has ready) the Order is claimed and
@@ -255,8 +286,17 @@ def claim(job_id: str, delivery: str, worker: str, settings: Settings | None = N
     holder is provably gone: the holding process on this host has died (Celery re-delivers after a
     pool process crash), or its heartbeat is older than ``lost_after``. Each such claim counts as a new
     attempt and the lost one is recorded in the history.
+
+    ``carried``: the Order as its message carried it (``carried_order``). The claim is then tried
+    blind, conditional on the delivery, state and attempts it shows; only if that does not match is the
+    Order read, to claim it as it is now or to say why not.
     """
     settings = settings or get_settings()
+    if carried is not None:
+        order = _take(carried, {"jobId": job_id, "delivery": delivery, "state": UNASSIGNED,
+                                "attempts": carried["attempts"]}, worker, "picked up", settings, start_with)
+        if order:
+            return order
     current = _read(job_id, settings)
     if current is not None and current.get("delivery") == delivery and current["state"] == UNASSIGNED:
         order = _take(current, {"jobId": job_id, "delivery": delivery, "state": UNASSIGNED}, worker,

@@ -73,20 +73,23 @@ class JobPruned(JobInterrupted):
 def run_order(self: Any, job_id: str, delivery: str) -> str:
     """Celery entry point: everything else is plain functions."""
     carried = getattr(self.request, orders.CARRIED_JOB, None)   # the Job, when its message carries it
-    return execute(job_id, delivery, self.request.hostname or socket.gethostname(), carried=carried)
+    return execute(job_id, delivery, self.request.hostname or socket.gethostname(), carried=carried,
+                   carried_order=getattr(self.request, orders.CARRIED_ORDER, None))
 
 
 def execute(job_id: str, delivery: str, worker: str, settings: Settings | None = None,
-            carried: dict[str, Any] | None = None) -> str:
+            carried: dict[str, Any] | None = None, carried_order: Any = None) -> str:
     """Run one delivery of one Order to its end. Returns what happened, for logs and tests.
 
-    ``carried``: the Job as its message carried it (``orders.carry``), which spares reading it."""
+    ``carried``: the Job as its message carried it (``orders.carry``), which spares reading it;
+    ``carried_order``: the Order as submitted (its header's text), which spares the read before the claim."""
     settings = settings or get_settings()
     if placed := speed.destination(job_id, delivery, worker, settings):  # a faster machine would finish it sooner
         order, target, why = placed
         return "placed" if orders.reroute(order, {"placedOn": target}, why, worker, settings) else "ignored"
     if swapped := speed.placed_first(job_id, delivery, worker, settings):  # my placed Jobs first
-        job_id, delivery, carried = *swapped, None
+        job_id, delivery, carried, carried_order = *swapped, None, None
+    as_sent = orders.carried_order(carried_order, job_id, delivery)
     if isinstance(carried, dict) and isinstance(carried.get("scriptName"), str):
         job = {**carried, "_id": ObjectId(job_id)}
     else:
@@ -98,13 +101,13 @@ def execute(job_id: str, delivery: str, worker: str, settings: Settings | None =
         script = scripts.resolve(job["scriptName"], settings, pinned=job.get("scriptHash"))
         module = scripts.runner_for(script, job)
     except Exception as exc:  # noqa: BLE001 - any failure to load is this Job's error, not the worker's
-        order = orders.claim(job_id, delivery, worker, settings)
+        order = orders.claim(job_id, delivery, worker, settings, carried=as_sent)
         running = order and orders.start(order, {"name": job["scriptName"]}, settings)
         if not running:
             return "ignored"
         orders.finish(running, orders.FAILED, error_outcome(exc), "script could not be loaded", settings)
         return "failed"
-    running = orders.claim(job_id, delivery, worker, settings, start_with=script.identity)
+    running = orders.claim(job_id, delivery, worker, settings, start_with=script.identity, carried=as_sent)
     if running is None:
         return "ignored"
     workspace = Workspace(running, settings)

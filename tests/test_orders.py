@@ -8,6 +8,7 @@ from datetime import timedelta
 
 import redis
 from conftest import Farm
+from pymongo import monitoring
 
 from mlqueue import orders, store
 
@@ -156,3 +157,63 @@ def test_cancel_and_requeue(farm: Farm) -> None:
     assert copy["x"] == 1 and "sweepId" not in copy and "trialNumber" not in copy
     assert farm.order(new_id)["state"] == "unassigned"
     assert farm.db.outcomes.count_documents({"jobId": job_id}) == 1
+
+
+class _OrderReads(monitoring.CommandListener):
+    """Counts the ``find`` commands on ``orders`` this process sends (a real listener on the real client)."""
+
+    def __init__(self) -> None:
+        self.finds, self.on = 0, False
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        if self.on and event.command_name == "find" and event.command.get("find") == "orders":
+            self.finds += 1
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+
+def _as_sent(farm: Farm, job_id: str) -> dict:
+    """The Order as submit puts it in the message (``orders.carry``), read back through the header's codec."""
+    order = farm.order(job_id)
+    header = orders.carry(None, order)[orders.CARRIED_ORDER]
+    return orders.carried_order(header, job_id, order["delivery"])
+
+
+def test_a_claim_from_the_order_its_message_carried_reads_nothing_and_records_both_steps(farm: Farm) -> None:
+    [job_id] = farm.submit({"scriptName": "toy"})
+    as_sent = _as_sent(farm, job_id)
+    reads = _OrderReads()
+    monitoring.register(reads)   # clients made from now on report to it
+    store.forget_clients()
+    reads.on = True
+    running = orders.claim(job_id, as_sent["delivery"], "wA", farm.settings, start_with={"name": "toy"},
+                           carried=as_sent)
+    reads.on = False
+    assert reads.finds == 0
+    stored = farm.order(job_id)
+    assert running["state"] == stored["state"] == "running" and running["attempts"] == stored["attempts"] == 1
+    assert running["_id"] == stored["_id"] and abs(running["deadline"] - stored["deadline"]) < timedelta(milliseconds=1)
+    assert [e["to"] for e in stored["history"]] == ["unassigned", "assigned", "running"]
+
+
+def test_a_carried_claim_that_lost_the_race_reads_the_order_and_says_why(farm: Farm) -> None:
+    [job_id] = farm.submit({"scriptName": "toy"})
+    as_sent = _as_sent(farm, job_id)
+    assert orders.claim(job_id, as_sent["delivery"], "wA", farm.settings, start_with={"name": "toy"})
+    assert orders.claim(job_id, as_sent["delivery"], "wB", farm.settings, start_with={"name": "toy"},
+                        carried=as_sent) is None
+    order = farm.order(job_id)
+    assert order["worker"] == "wA" and order["attempts"] == 1
+    assert "duplicate delivery" in order["history"][-1]["why"] and "running" in order["history"][-1]["why"]
+
+
+def test_a_carried_order_of_another_delivery_is_not_used(farm: Farm) -> None:
+    [job_id] = farm.submit({"scriptName": "toy"})
+    header = orders.carry(None, farm.order(job_id))[orders.CARRIED_ORDER]
+    assert orders.carried_order(header, job_id, "another-delivery") is None
+    assert orders.carried_order("not json", job_id, farm.order(job_id)["delivery"]) is None
+    assert orders.carried_order(None, job_id, farm.order(job_id)["delivery"]) is None

@@ -158,7 +158,11 @@ def test_a_job_rides_in_its_message_and_a_resent_message_reads_it_the_script_see
     raw = {json.loads(m)["headers"]["id"]: m for m in broker.lrange(farm.settings.queue, 0, -1)}
     stored = {k: v for k, v in farm.db.jobs.find_one({"_id": ObjectId(carried)}).items()
               if k not in ("_id", "createdDate")}
-    assert json.loads(raw[farm.order(carried)["delivery"]])["headers"][orders.CARRIED_JOB] == stored
+    headers = json.loads(raw[farm.order(carried)["delivery"]])["headers"]
+    assert headers[orders.CARRIED_JOB] == stored
+    as_sent = orders.carried_order(headers[orders.CARRIED_ORDER], carried, farm.order(carried)["delivery"])
+    assert as_sent == {k: v for k, v in farm.order(carried).items() if k not in ("history", "metrics", "log",
+                                                                                  "enqueuedAt")} | {"enqueuedAt": None}
     # the second message is lost before any worker takes it: the reaper sends it again, without the Job
     assert broker.lrem(farm.settings.queue, 1, raw[farm.order(resent)["delivery"]]) == 1
     farm.db.orders.update_one({"jobId": resent}, {"$set": {"enqueuedAt": None,
@@ -166,10 +170,12 @@ def test_a_job_rides_in_its_message_and_a_resent_message_reads_it_the_script_see
     assert orders.Reaper("r", farm.settings).sweep()["resent"] == 1
     [again] = [json.loads(m) for m in broker.lrange(farm.settings.queue, 0, -1)
                if json.loads(m)["headers"]["id"] == farm.order(resent)["delivery"]]
-    assert orders.CARRIED_JOB not in again["headers"]
+    assert orders.CARRIED_JOB not in again["headers"] and orders.CARRIED_ORDER not in again["headers"]
     farm.start_worker("w1")
     seen = _seen_by_script(farm, carried, tmp_path / "a.json")
     assert seen == _seen_by_script(farm, resent, tmp_path / "b.json") and seen["notes"] == job["notes"]
+    for job_id in (carried, resent):   # claimed blind or after a read, the history is the same
+        assert [e["to"] for e in farm.order(job_id)["history"]] == ["unassigned", "assigned", "running", "succeeded"]
 
 
 def test_a_worker_starts_without_importing_pandas_or_numpy() -> None:

@@ -14,6 +14,7 @@ from typing import Any
 
 from pymongo import ReturnDocument
 from pymongo.collection import Collection
+from pymongo.errors import OperationFailure
 from pymongo.results import UpdateResult
 
 from mlqueue import store
@@ -26,16 +27,28 @@ def _orders(settings: Settings | None) -> Collection:
     return store.db(settings).orders
 
 
+# Indexes this module no longer makes, dropped where an older version made them. SecantusDB reads its
+# index list ~20 times per update, so each index costs every move CPU (bench/order_update.py); the
+# queries they served use ``state`` (the held, running or queued Orders are few next to the history).
+OBSOLETE_INDEXES = ("state_1_heartbeatAt_1", "state_1_createdDate_1", "worker_1_state_1")
+
+
 def ensure_indexes(settings: Settings | None = None) -> None:
-    """The indexes every read below relies on; ``jobId`` unique (one Order per Job)."""
+    """The indexes every read below relies on; ``jobId`` unique (one Order per Job). Kept few on purpose:
+    every Order move pays for each one (see ``OBSOLETE_INDEXES``)."""
     coll = _orders(settings)
     coll.create_index("jobId", unique=True)
-    coll.create_index([("state", 1), ("heartbeatAt", 1)])
-    coll.create_index([("state", 1), ("createdDate", 1)])
-    coll.create_index([("worker", 1), ("state", 1)])
+    coll.create_index("state")  # the reaper's and the pages' reads of held, running or queued Orders
     coll.create_index("updatedDate")  # what changed since: keeps order_index current
     coll.create_index("sweepId")  # a sweep's status reads its trials' Orders (else a scan of every Order)
     coll.create_index([("placedOn", 1), ("state", 1)])  # Jobs placed on a faster worker (speed.py)
+    present = set(coll.index_information())
+    for name in OBSOLETE_INDEXES:
+        if name in present:
+            try:
+                coll.drop_index(name)
+            except OperationFailure:  # dropped meanwhile by another process starting: what we wanted
+                pass
 
 
 # --------------------------------------------------------------------------- writes (orders.py's moves)
@@ -117,7 +130,7 @@ def with_delivery(job_id: str, delivery: str, settings: Settings | None = None,
 
 def silent(states: Iterable[str], cutoff: datetime, settings: Settings | None = None) -> Iterator[dict[str, Any]]:
     """Orders in ``states`` whose last heartbeat is older than ``cutoff``: the reaper's lost candidates
-    (the ``state``+``heartbeatAt`` index)."""
+    (the ``state`` index: held Orders are few)."""
     return _orders(settings).find({"state": {"$in": list(states)}, "heartbeatAt": {"$lt": cutoff}})
 
 
@@ -221,7 +234,7 @@ def in_states(states: Iterable[str], settings: Settings | None = None,
 
 def held_by(worker: str, states: Iterable[str], settings: Settings | None = None,
             projection: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-    """The Orders this worker holds (in one of ``states``), by the ``worker``+``state`` index."""
+    """The Orders this worker holds (in one of ``states``), by the ``state`` index (held Orders are few)."""
     return list(_orders(settings).find({"worker": worker, "state": {"$in": list(states)}}, projection))
 
 
@@ -265,9 +278,12 @@ def waiting_groups(state: str, settings: Settings | None = None) -> list[dict[st
 
 def running_on_or_placed_on(worker: str, held: Iterable[str], waiting: str, settings: Settings | None = None,
                             projection: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-    """What ``worker`` still has to do: the Orders it holds (in ``held``) and those in ``waiting`` placed on it."""
-    return list(_orders(settings).find({"$or": [{"worker": worker, "state": {"$in": list(held)}},
-                                                {"placedOn": worker, "state": waiting}]}, projection))
+    """What ``worker`` still has to do: the Orders it holds (in ``held``) and those in ``waiting`` placed on it.
+
+    Two reads, each on an index: the store runs an ``$or`` of the two as a scan of every Order."""
+    coll = _orders(settings)
+    return [*coll.find({"worker": worker, "state": {"$in": list(held)}}, projection),
+            *coll.find({"placedOn": worker, "state": waiting}, projection)]
 
 
 def placed(state: str, settings: Settings | None = None,
