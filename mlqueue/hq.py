@@ -58,6 +58,20 @@ def choose_port(asked: int | None, previous: int | None, default: int, bind: str
     return free_port()
 
 
+START_READS_WAIT = 900.0  # seconds the rankings wait for the Orders' whole read before reading anyway
+
+
+def read_at_start(settings: Any) -> None:
+    """The start's whole reads, one after the other rather than all at once: first the Orders (one read
+    for the dashboard's table, which claimed it when the API started, and the Orders index), then the
+    Outcomes for the default rankings. Each is read in short windows so pages are answered meanwhile;
+    run together, they made every window (and the page's query between them) wait behind the others."""
+    index = order_index.index_for(settings)
+    index.start_loading()  # nothing to do when the dashboard's table is reading the Orders for it
+    index.wait_read(START_READS_WAIT)
+    ranking.warm(settings)
+
+
 @dataclass
 class HQ:
     home: Path
@@ -221,8 +235,7 @@ class HQ:
             self.start_flower()
             self.start_api(settings)
             print(self.banner(), flush=True)
-            threading.Thread(target=ranking.warm, args=(settings,), name="warm-rankings", daemon=True).start()
-            order_index.index_for(settings).start_loading()
+            threading.Thread(target=read_at_start, args=(settings,), name="start-reads", daemon=True).start()
             reaper = orders.Reaper("reaper@hq", settings)
             threading.Thread(target=reaper.run_forever, args=(self.stop_event,), daemon=True).start()
             driver = Driver(owner="driver@hq", settings=settings)  # sweeps advance with no CLI waiting on them

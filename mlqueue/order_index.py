@@ -138,6 +138,13 @@ class OrderIndex:
             self._full_read_at = time.monotonic()  # not again before this one is done
         self._loader.start()
 
+    def wait_read(self, timeout: float) -> bool:
+        """Wait (at most ``timeout`` seconds) while a whole read is under way; whether the index is read."""
+        deadline = time.monotonic() + timeout
+        while not self.ready and (self._loader is not None or self._shared) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        return self.ready
+
     def _load(self) -> None:
         try:
             self.read_all()

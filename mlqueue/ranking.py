@@ -114,12 +114,8 @@ class Ranking:
 
     def refresh(self) -> None:
         """Catch up with Outcomes written since the last look (building the list on first use)."""
-        if self.newest is None and not self.attrs:
-            # in windows, the store answering other requests in between; one written meanwhile may be
-            # missing from them, and is read by the next refresh (``_id`` past the newest) or resweep
-            windows = outcome_store.in_windows(self.settings, self._projection())
-            self._add(doc for window in windows for doc in window)
-            self.swept_at = time.monotonic()
+        if not self.built:
+            build([self], self.settings)
             return
         since = self.newest or None
         if self.newest is not None and self.newest != self.settled \
@@ -130,6 +126,17 @@ class Ranking:
             if datetime.now(UTC) - newest.generation_time > timedelta(seconds=LATE_SECONDS):
                 self.settled = newest  # anything written before it has committed by now: this sweep saw it
         self._add(outcome_store.written_after(since, self.settings, self._projection()))
+
+    @property
+    def built(self) -> bool:
+        """Whether the list has been read whole once (else the next ``refresh`` builds it)."""
+        return self.newest is not None or bool(self.attrs)
+
+    def clear(self) -> None:
+        """Back to unbuilt (a build that failed half way must not pass for a whole list)."""
+        self.scored, self.unscored, self.attrs = [], [], {}
+        self.scored_with = Counter()
+        self.newest = self.settled = None
 
     def forget(self, job_ids: Iterable[str]) -> None:
         """Drop Outcomes that are gone from the store (a database emptied by hand)."""
@@ -238,10 +245,40 @@ def forget(settings: Settings, job_ids: Iterable[str]) -> None:
                 ranked.forget(gone)
 
 
+def build(lists: list[Ranking], settings: Settings) -> None:
+    """Read every Outcome once for these lists (their locks held by the caller), in windows: the store
+    answers other requests in between. An Outcome written meanwhile may be missing from the windows; the
+    next refresh reads it (``_id`` past the newest) or its resweep does."""
+    if not lists:
+        return
+    projection: dict[str, int] = {}
+    for ranked in lists:
+        projection.update(ranked._projection())
+    try:
+        for window in outcome_store.in_windows(settings, projection):
+            for ranked in lists:
+                ranked._add(window)
+    except BaseException:
+        for ranked in lists:
+            ranked.clear()
+        raise
+    for ranked in lists:
+        ranked.swept_at = time.monotonic()
+
+
 def warm(settings: Settings, fields: Iterable[str] = ("loss", "metric")) -> None:
-    """Build the usual lists ahead of the first request (the HQ runs this in a thread at start)."""
-    for field in fields:
-        try:
-            page_ids(settings, field, {}, None, False, 0, 1)
-        except Exception:  # noqa: BLE001 - only a head start: a request builds the list anyway
-            log.warning("could not prepare the %s ranking", field, exc_info=True)
+    """Build the usual lists ahead of the first request (the HQ runs this in a thread at start), from one
+    read of the Outcomes for all of them."""
+    fields = list(fields)
+    held: list[Ranking] = []
+    try:
+        for field in fields:
+            ranked = ranking(settings, field)
+            ranked.lock.acquire()  # a request for it meanwhile waits for this build rather than start its own
+            held.append(ranked)
+        build([r for r in held if not r.built], settings)
+    except Exception:  # noqa: BLE001 - only a head start: a request builds the list anyway
+        log.warning("could not prepare the %s rankings", ", ".join(fields), exc_info=True)
+    finally:
+        for ranked in held:
+            ranked.lock.release()

@@ -107,3 +107,16 @@ def test_the_newest_jobs_show_before_the_whole_table_is_read_and_the_index_comes
     assert [r["jobId"] for r in rows] == ids[::-1][:5] and count == 60
     assert table.full_reads == 1 and index.ready and index.page({}, 0, 3) == sorted(ids, reverse=True)[:3]
     assert len(order_index.index_for(farm.settings)) == 60
+
+
+def test_the_default_rankings_are_built_from_one_windowed_read(farm: Farm, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mlqueue import ranking
+
+    monkeypatch.setattr(store, "WINDOW", 2)  # Outcomes: 8 a window
+    ids = stored_history(farm, 40)
+    ranking.warm(farm.settings)
+    by_loss, by_metric = ranking.ranking(farm.settings, "loss"), ranking.ranking(farm.settings, "metric")
+    assert by_loss.built and by_metric.built
+    assert ranking.page_ids(farm.settings, "loss", {}, None, False, 0, 5) == ids[:5]  # loss i: the oldest first
+    assert ranking.page_ids(farm.settings, "loss", {}, None, True, 0, 3) == ids[::-1][:3]
+    assert ranking.page_ids(farm.settings, "metric", {}, None, True, 0, 3) == sorted(ids, reverse=True)[:3]
