@@ -61,15 +61,19 @@ def choose_port(asked: int | None, previous: int | None, default: int, bind: str
 START_READS_WAIT = 900.0  # seconds the rankings wait for the Orders' whole read before reading anyway
 
 
-def read_at_start(settings: Any) -> None:
+def read_at_start(settings: Any, reaper: orders.Reaper) -> None:
     """The start's whole reads, one after the other rather than all at once: first the Orders (one read
     for the dashboard's table, which claimed it when the API started, and the Orders index), then the
-    Outcomes for the default rankings. Each is read in short windows so pages are answered meanwhile;
-    run together, they made every window (and the page's query between them) wait behind the others."""
-    index = order_index.index_for(settings)
-    index.start_loading()  # nothing to do when the dashboard's table is reading the Orders for it
-    index.wait_read(START_READS_WAIT)
-    ranking.warm(settings)
+    Outcomes for the default rankings, then the reaper's comparison of every final Order with the
+    Outcomes. Each is read in short windows so pages are answered meanwhile; run together, they made
+    every window (and the page's query between them) wait behind the others."""
+    try:
+        index = order_index.index_for(settings)
+        index.start_loading()  # nothing to do when the dashboard's table is reading the Orders for it
+        index.wait_read(START_READS_WAIT)
+        ranking.warm(settings)
+    finally:
+        reaper.repair_everything_next()
 
 
 @dataclass
@@ -235,8 +239,9 @@ class HQ:
             self.start_flower()
             self.start_api(settings)
             print(self.banner(), flush=True)
-            threading.Thread(target=read_at_start, args=(settings,), name="start-reads", daemon=True).start()
-            reaper = orders.Reaper("reaper@hq", settings)
+            # until the start's reads are done, its reaper repairs only the Outcomes of Orders ending meanwhile
+            reaper = orders.Reaper("reaper@hq", settings, full_repair=False)
+            threading.Thread(target=read_at_start, args=(settings, reaper), name="start-reads", daemon=True).start()
             threading.Thread(target=reaper.run_forever, args=(self.stop_event,), daemon=True).start()
             driver = Driver(owner="driver@hq", settings=settings)  # sweeps advance with no CLI waiting on them
             threading.Thread(target=driver.run_forever, args=(self.stop_event,), name="sweeps", daemon=True).start()

@@ -664,6 +664,11 @@ class Reaper:
         self.watching_since = time.monotonic()
         # Outcomes are repaired for the Orders that ended since this time; None: compare everything once
         self.repair_since = None if full_repair else now() - timedelta(seconds=2 * self.settings.lost_after)
+        self.full_repair_due = False  # set by ``repair_everything_next``
+
+    def repair_everything_next(self) -> None:
+        """Have the next sweep compare whole collections (the HQ asks once its start's reads are done)."""
+        self.full_repair_due = True
 
     def run_forever(self, stop: Any) -> None:
         """Sweep every ``reap_every`` seconds until ``stop`` (a threading.Event) is set."""
@@ -718,7 +723,8 @@ class Reaper:
         much as reading them, in one go).
         """
         started = now()
-        if self.repair_since is None:
+        if self.repair_since is None or self.full_repair_due:
+            self.full_repair_due = False
             ended = order_store.job_ids_in(FINAL, self.settings)
             stored = outcome_store.job_ids(self.settings)
         else:

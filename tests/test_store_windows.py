@@ -120,3 +120,25 @@ def test_the_default_rankings_are_built_from_one_windowed_read(farm: Farm, monke
     assert ranking.page_ids(farm.settings, "loss", {}, None, False, 0, 5) == ids[:5]  # loss i: the oldest first
     assert ranking.page_ids(farm.settings, "loss", {}, None, True, 0, 3) == ids[::-1][:3]
     assert ranking.page_ids(farm.settings, "metric", {}, None, True, 0, 3) == sorted(ids, reverse=True)[:3]
+
+
+def test_the_hqs_reaper_compares_whole_collections_once_the_start_reads_are_done(farm: Farm) -> None:
+    """Until then it looks only at Orders ending meanwhile (its whole comparison read every Order while the
+    table was being read); asked, its next sweep repairs an Outcome lost long ago."""
+    from mlqueue import hq
+
+    ids = stored_history(farm, 12)
+    farm.db.outcomes.delete_one({"jobId": ids[0]})  # ended an hour ago, its Outcome never copied
+    reaper = orders.Reaper("reaper@hq", farm.settings, full_repair=False)
+    assert reaper.sweep()["repaired"] == 0
+    hq.read_at_start(farm.settings, reaper)
+    assert order_index.index_for(farm.settings).ready
+    assert ranking_built(farm, "loss") and ranking_built(farm, "metric")
+    assert reaper.sweep()["repaired"] == 1 and farm.db.outcomes.count_documents({"jobId": ids[0]}) == 1
+    assert reaper.sweep()["repaired"] == 0
+
+
+def ranking_built(farm: Farm, field: str) -> bool:
+    from mlqueue import ranking
+
+    return ranking.ranking(farm.settings, field).built
