@@ -21,6 +21,7 @@ import logging
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from datetime import datetime, timedelta
 from typing import Any
@@ -188,6 +189,14 @@ class OrderIndex:
                         break
             return found
 
+    def state_counts(self) -> Counter[str]:
+        """How many Orders are in each state (refreshed first): ``mlqueue status`` at 100,000 Orders
+        without asking the store to group them all (0.9 s at 30,000 on the embedded store)."""
+        self.refresh()
+        at = FIELDS.index("state")
+        with self._lock:
+            return Counter(row[at] for row in self._rows.values())
+
     def __len__(self) -> int:
         return len(self._ids)
 
@@ -234,6 +243,13 @@ def ready_index(settings: Settings) -> OrderIndex | None:
         index.start_loading()
         return None
     return index
+
+
+def state_counts(settings: Settings) -> Counter[str] | None:
+    """Orders per state from this process's index if it is read whole (the HQ's), else None: a
+    one-shot command asks the store rather than read every Order to build an index."""
+    index = _indexes.get((settings.mongo_url, settings.mongo_db))
+    return index.state_counts() if index is not None and index.ready else None
 
 
 def page_ids(settings: Settings | None, where: dict[str, Any], offset: int, limit: int) -> list[str] | None:

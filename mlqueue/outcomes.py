@@ -7,6 +7,8 @@ Every query a person or script makes about results goes through here (CLI, API, 
 from __future__ import annotations
 
 import json
+import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -55,8 +57,46 @@ def results(
 
 def state_counts(settings: Settings | None = None) -> dict[str, int]:
     """How many Orders are in each state (all states listed, zeros included)."""
-    counts = Counter(order_store.count_by("state", settings=settings))
+    counts = order_index.state_counts(settings or get_settings()) or Counter(
+        order_store.count_by("state", settings=settings))
     return {s: counts.get(s, 0) for s in orders.STATES}
+
+
+class WorkerTotals:
+    """Per worker: Outcomes written (``n``) and their seconds (``busy``), kept current by reading only the
+    Outcomes written since the last look (an ``_id`` range; an Outcome is written once).
+
+    Why: the status, the API's workers and the dashboard's machines page ask for these on every view;
+    grouping every Outcome took 2.6 s at 30,000 Jobs on the embedded store. One process (the HQ) groups
+    them once, then reads what is new; it groups them again every ``REGROUP_EVERY`` seconds, which
+    also counts an Outcome whose ``_id`` was taken before, but committed after, the last one seen.
+    """
+
+    def __init__(self) -> None:
+        self.totals: dict[str, dict[str, Any]] = {}
+        self.last_id: Any = None
+        self.grouped_at = 0.0
+        self.lock = threading.Lock()
+
+    def refresh(self, settings: Settings) -> dict[str, dict[str, Any]]:
+        with self.lock:
+            if self.last_id is None or time.monotonic() - self.grouped_at > REGROUP_EVERY:
+                self.totals = outcome_store.done_by_worker(settings)
+                self.last_id = max((t["last"] for t in self.totals.values() if t.get("last") is not None),
+                                   default=None)
+                self.grouped_at = time.monotonic()
+                return self.totals
+            for o in outcome_store.written_after(self.last_id, settings,
+                                                 {"_id": 1, "worker": 1, "durationSeconds": 1}):
+                total = self.totals.setdefault(o.get("worker"), {"_id": o.get("worker"), "n": 0, "busy": 0.0})
+                total["n"] += 1
+                total["busy"] = (total["busy"] or 0.0) + (o.get("durationSeconds") or 0.0)
+                self.last_id = max(self.last_id, o["_id"])
+            return self.totals
+
+
+REGROUP_EVERY = 600.0
+_totals: dict[str, WorkerTotals] = {}
 
 
 def workers(settings: Settings | None = None) -> list[dict[str, Any]]:
@@ -64,7 +104,7 @@ def workers(settings: Settings | None = None) -> list[dict[str, Any]]:
     settings = settings or get_settings()
     now = orders.now()
     running = {o["worker"]: o["jobId"] for o in order_store.in_states(orders.HELD, settings, {"worker": 1, "jobId": 1})}
-    done = outcome_store.done_by_worker(settings)
+    done = _totals.setdefault(f"{settings.mongo_url}/{settings.mongo_db}", WorkerTotals()).refresh(settings)
     out = []
     for w in worker_store.listing(settings):
         beat, started = w.get("lastHeartbeat"), w.get("firstSeen") or w.get("startedDate")

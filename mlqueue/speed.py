@@ -23,6 +23,7 @@ takes the most urgent Job, slow or not; the tail of a sweep on a slow laptop is 
 from __future__ import annotations
 
 import statistics
+import threading
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -35,6 +36,7 @@ from mlqueue.values import is_number
 
 RECENT = 2000  # Outcomes looked at (newest first)
 CACHE_SECONDS = 5.0
+RELOOK_EVERY = 600.0
 PASS_MARGIN = 0.9  # pass a Job on only if the other machine finishes it in under 90% of our time
 FIELDS = {"_id": 1, "jobId": 1, "worker": 1, "script.name": 1, "durationSeconds": 1, "epochsRun": 1, "rows": 1,
           "state": 1, "finishedDate": 1}
@@ -51,19 +53,25 @@ class RecentSuccesses:
     Outcome: 0.75 s at 10k stored Jobs, 4.7 s at 30k, on the worker's path between two Jobs
     (bench/history_growth.py). Here the first look reads newest-first windows of the ``finishedDate``
     index until ``RECENT`` are found, and each later look is one range of the ``_id`` index (Outcomes
-    are written once, so an ``_id`` past the last one seen is a new Outcome).
+    are written once, so an ``_id`` past the last one seen is a new Outcome). A whole look again every
+    ``RELOOK_EVERY`` seconds also finds an Outcome whose ``_id`` was taken before, but committed after,
+    the last one seen.
     """
 
     def __init__(self) -> None:
         self.rows: list[dict[str, Any]] = []   # newest finished first
         self.last_id: Any = None
+        self.looked_at = 0.0
+        self.lock = threading.Lock()  # the HQ's pages ask from several threads
 
     def refresh(self, settings: Settings) -> list[dict[str, Any]]:
-        if self.last_id is None:
-            self._first_look(settings)
-        else:
-            self._add(list(outcome_store.written_after(self.last_id, settings, FIELDS)))
-        return self.rows
+        with self.lock:
+            if self.last_id is None or time.monotonic() - self.looked_at > RELOOK_EVERY:
+                self.rows, self.last_id, self.looked_at = [], None, time.monotonic()
+                self._first_look(settings)
+            else:
+                self._add(list(outcome_store.written_after(self.last_id, settings, FIELDS)))
+            return self.rows
 
     def _first_look(self, settings: Settings) -> None:
         found: list[dict[str, Any]] = []

@@ -36,3 +36,14 @@ def test_api_listing_pages_match_the_store_query(farm: Farm) -> None:
         jobs = [str(j["_id"]) for j in outcomes.job_page(farm.settings, where if "state" not in where else {}, 1, 5)]
         assert jobs == [str(j["_id"]) for j in farm.db.jobs.find(where if "state" not in where else {})
                         .sort("_id", -1).skip(1).limit(5)]
+
+
+def test_state_counts_come_from_a_read_index_and_follow_moves(farm: Farm) -> None:
+    ids = farm.submit(*({"scriptName": "toy", "x": i} for i in range(5)))
+    assert order_index.state_counts(farm.settings) is None   # no index read in this process: the store counts
+    assert outcomes.state_counts(farm.settings)["unassigned"] == 5
+    wait_for(lambda: order_index.ready_index(farm.settings), timeout=30, what="the index to be read")
+    orders.cancel(ids[0], settings=farm.settings)
+    assert order_index.state_counts(farm.settings) == {"unassigned": 4, "cancelled": 1}
+    counts = outcomes.state_counts(farm.settings)
+    assert counts["unassigned"] == 4 and counts["cancelled"] == 1 and counts["running"] == 0

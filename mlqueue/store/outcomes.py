@@ -91,9 +91,11 @@ def written_after(after: ObjectId | None, settings: Settings | None = None,
 
 
 def done_by_worker(settings: Settings | None = None) -> dict[str, dict[str, Any]]:
-    """Per worker name: ``n`` (Outcomes it wrote) and ``busy`` (their ``durationSeconds`` summed)."""
+    """Per worker name: ``n`` (Outcomes it wrote), ``busy`` (their ``durationSeconds`` summed) and
+    ``last`` (the newest Outcome's ``_id``, where a caller keeping totals goes on with ``written_after``)."""
     return {row["_id"]: row for row in _outcomes(settings).aggregate(
-        [{"$group": {"_id": "$worker", "n": {"$sum": 1}, "busy": {"$sum": "$durationSeconds"}}}])}
+        [{"$group": {"_id": "$worker", "n": {"$sum": 1}, "busy": {"$sum": "$durationSeconds"},
+                     "last": {"$max": "$_id"}}}])}
 
 
 NUMBER = {"$gte": float("-inf")}  # matches every number (Mongo compares within a type), and uses the index
