@@ -62,6 +62,10 @@ def carried(job: dict, order: dict) -> dict:
     extra = {"carried": job} if "carried" in takes else {}
     if "carried_order" in takes:
         extra["carried_order"] = orders.carry(None, order).get(orders.CARRIED_ORDER)
+    if "carried_script" in takes:
+        from mlqueue import scripts
+
+        extra["carried_script"] = scripts.version_now(job["scriptName"])
     return extra
 
 
@@ -105,12 +109,13 @@ def main() -> None:
             counter.counts.clear()
             counter.micros.clear()
             as_sent = {o["jobId"]: {**o, "enqueuedAt": None} for o in d.orders.find({"jobId": {"$in": ids}})}
+            headers = {job_id: carried(job, order) for job_id, order in as_sent.items()}  # as submit sent them
             counter.counts.clear()
             counter.targets.clear()
             counter.micros.clear()
             t = time.perf_counter()
             for job_id in ids:
-                worker.execute(job_id, as_sent[job_id]["delivery"], "bench", settings, **carried(job, as_sent[job_id]))
+                worker.execute(job_id, as_sent[job_id]["delivery"], "bench", settings, **headers[job_id])
             run_s = time.perf_counter() - t
             flush_deferred()  # the Outcome copies written after each Job are still the Job's store work
             counter.on = False

@@ -42,7 +42,7 @@ from typing import Any
 import psutil
 from bson import ObjectId, json_util
 
-from mlqueue import environment, routing, speed, store
+from mlqueue import environment, routing, scripts, speed, store
 from mlqueue.errors import NotFound
 from mlqueue.settings import Settings, get_settings
 from mlqueue.store import jobs as job_store
@@ -64,6 +64,7 @@ METRICS_KEPT = 20000
 LOG_LINES_KEPT = 5000
 CARRIED_JOB, CARRIED_JOB_BYTES = "mlqueue_job", 8192  # a Job this small rides in its message's headers
 CARRIED_ORDER = "mlqueue_order"  # and its Order as submitted (Extended JSON text), as small
+CARRIED_SCRIPT = "mlqueue_script"  # and the script version it runs (scripts.version_now)
 _BULK = ("history", "metrics", "log")  # an Order's growing lists: never carried
 _CARRIED_JSON = json_util.RELAXED_JSON_OPTIONS.with_options(tz_aware=True, tzinfo=UTC)
 REPAIR_MARGIN = timedelta(seconds=30)  # a final move stamped this long before a sweep may commit after it
@@ -150,9 +151,15 @@ def submit(jobs: list[dict[str, Any]], by: str = "cli", settings: Settings | Non
     new_orders = [_new_order(str(doc["_id"]), job, created, by, settings) for doc, job in zip(docs, jobs, strict=True)]
     order_store.insert(new_orders, settings)
     routing.announce(new_orders, settings)  # workers that satisfy a new requirement class start consuming it
-    carried = {str(doc["_id"]): {k: v for k, v in doc.items() if k not in ("_id", "createdDate")} for doc in docs}
-    enqueue_all([(o["jobId"], o["delivery"], routing.queue_of(o, settings)) for o in new_orders], settings, carried,
-                {o["jobId"]: o for o in new_orders})
+    versions: dict[tuple[str, str | None], dict[str, str] | None] = {}   # the script each Job runs, looked up once
+    headers = {}
+    for doc, order in zip(docs, new_orders, strict=True):
+        key = (doc["scriptName"], doc.get("scriptHash"))
+        if key not in versions:
+            versions[key] = scripts.version_now(*key, settings)
+        headers[order["jobId"]] = carry({k: v for k, v in doc.items() if k not in ("_id", "createdDate")}, order,
+                                        versions[key])
+    enqueue_all([(o["jobId"], o["delivery"], routing.queue_of(o, settings)) for o in new_orders], settings, headers)
     return [o["jobId"] for o in new_orders]
 
 
@@ -188,12 +195,10 @@ def enqueue(job_id: str, delivery: str, settings: Settings | None = None, queue:
 
 
 def enqueue_all(messages: list[tuple[str, str, str | None]], settings: Settings | None = None,
-                jobs: dict[str, dict[str, Any]] | None = None, new_orders: dict[str, dict[str, Any]] | None = None,
-                ) -> int:
+                headers: dict[str, dict[str, Any]] | None = None) -> int:
     """Send the messages ``(jobId, delivery, queue)`` of several Orders, marking the sent ones after
-    each ``store.IN_CHUNK`` of them; returns how many were sent. ``jobs`` (by jobId, as submitted) and
-    ``new_orders`` (by jobId, just inserted) ride in their messages (``carry``), so the worker need not
-    read them back.
+    each ``store.IN_CHUNK`` of them; returns how many were sent. ``headers`` (by jobId, from ``carry``)
+    ride in their messages, so the worker need not read back what submit just wrote.
 
     The mark (``enqueuedAt``) only spares the reaper a re-send: a message sent twice carries the same
     delivery, and the second one is ignored as a duplicate. Marking as the batch goes means a process
@@ -203,7 +208,7 @@ def enqueue_all(messages: list[tuple[str, str, str | None]], settings: Settings 
     sent = 0
     for start in range(0, len(messages), store.IN_CHUNK):
         try:
-            chunk = _send_chunk(messages[start:start + store.IN_CHUNK], settings, jobs or {}, new_orders or {})
+            chunk = _send_chunk(messages[start:start + store.IN_CHUNK], settings, headers or {})
         except Exception as exc:  # noqa: BLE001 - no connection at all: these Orders wait for the reaper
             log.warning("could not queue %d job(s) now (%s); they stay unassigned and will be re-sent",
                         len(messages) - start, exc)
@@ -214,24 +219,27 @@ def enqueue_all(messages: list[tuple[str, str, str | None]], settings: Settings 
 
 
 def _send_chunk(messages: list[tuple[str, str, str | None]], settings: Settings,
-                jobs: dict[str, dict[str, Any]], new_orders: dict[str, dict[str, Any]]) -> list[tuple[str, str]]:
+                headers: dict[str, dict[str, Any]]) -> list[tuple[str, str]]:
     """The ``(jobId, delivery)`` of the messages sent, over one pooled broker connection."""
     from mlqueue.celery_app import app_for
 
     with app_for(settings).producer_or_acquire() as producer:
         return [(job_id, delivery) for job_id, delivery, queue in messages
-                if _send(job_id, delivery, queue, settings, producer, carry(jobs.get(job_id), new_orders.get(job_id)))]
+                if _send(job_id, delivery, queue, settings, producer, headers.get(job_id))]
 
 
-def carry(job: dict[str, Any] | None, order: dict[str, Any] | None = None) -> dict[str, Any]:
+def carry(job: dict[str, Any] | None, order: dict[str, Any] | None = None,
+          script: dict[str, str] | None = None) -> dict[str, Any]:
     """The message headers that carry a Job (``CARRIED_JOB`` header): a Job is written once and never
     changed, so the copy in its message is the Job. Left out when it is large or not plain JSON; the
     worker then reads it (as it does for messages the reaper re-sends, and old workers ignore it).
 
     ``order``, an Order just inserted, rides as ``CARRIED_ORDER`` (without its growing lists): until a
     claim, only notes, the sent mark and a stop request touch it, and none changes its delivery, state
-    or attempts, the claim's conditions (``carried_order``)."""
-    headers: dict[str, Any] = {}
+    or attempts, the claim's conditions (``carried_order``). ``script``, the version the Job runs
+    (``scripts.version_now``), rides as ``CARRIED_SCRIPT``: the worker then asks the store nothing
+    before the claim when it has that version cached."""
+    headers: dict[str, Any] = {CARRIED_SCRIPT: script} if script else {}
     try:
         if job is not None and len(json.dumps(job, allow_nan=False)) <= CARRIED_JOB_BYTES:
             headers[CARRIED_JOB] = job

@@ -12,6 +12,9 @@ Two kinds of script run:
   ``"scriptArgs": "positional"``: ``python script.py dataFileName dataPath/ writePath/ '<execution json>'``
   exactly as the seeds' runner called them (see ``mlqueue.seeds``).
   The last line they print must be one JSON object: the Outcome.
+
+Over 400 lines because which file a Job runs (name, pushed version or built-in, the version its message
+carries, the local cache) and how it is run are one story, read top to bottom.
 """
 
 from __future__ import annotations
@@ -33,6 +36,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any
+
+from bson import ObjectId
 
 from mlqueue import names, seeds
 from mlqueue.errors import MlqueueError, NotFound
@@ -89,13 +94,20 @@ def _hash_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def resolve(script_name: str, settings: Settings | None = None, pinned: str | None = None) -> Script:
-    """Map a ``scriptName`` (and optional pinned hash) to a file on this machine, or explain."""
+def resolve(script_name: str, settings: Settings | None = None, pinned: str | None = None,
+            carried: Any = None) -> Script:
+    """Map a ``scriptName`` (and optional pinned hash) to a file on this machine, or explain.
+
+    ``carried``: the version its message says the Job runs (``version_now`` at submit); used when this
+    machine has it (a pushed bundle cached by its hash, fetched by its id if not; a built-in file), so
+    the store is not asked which version is newest. Anything else is resolved as without it."""
     settings = settings or get_settings()
     if not NAME_RE.match(script_name or ""):
         raise ScriptNotFound(f"scriptName {script_name!r} is not a script name; use one of: "
                              f"{', '.join(_builtin_names(settings))} or a pushed script")
     stem = stem_of(script_name)
+    if isinstance(carried, dict) and carried.get("name") == stem and (known := _carried(carried, pinned, settings)):
+        return known
     bundle = _find_bundle(stem, pinned, settings)
     if bundle is not None:
         return _materialize(bundle, settings)
@@ -108,6 +120,43 @@ def resolve(script_name: str, settings: Settings | None = None, pinned: str | No
             f"Available: {', '.join(s['name'] for s in _safe_available(settings)) or '(none)'}; "
             "push your own with `mlqueue scripts push PATH`")
     return Script(name=stem, path=path, sha256=_hash_bytes(path.read_bytes()))
+
+
+def version_now(script_name: str, pinned: str | None = None, settings: Settings | None = None) -> dict[str, str] | None:
+    """The version a Job naming this script runs, as its message carries it (``resolve``'s ``carried``):
+    the pushed bundle newest now (or the pinned one), else the built-in file. None if there is none.
+
+    So a Job runs the version that was newest when it was submitted (a message re-sent later, which
+    carries none, runs the version newest at its start)."""
+    settings = settings or get_settings()
+    if not NAME_RE.match(script_name or ""):
+        return None
+    stem = stem_of(script_name)
+    bundle = _find_bundle(stem, pinned, settings)
+    if bundle is not None:
+        return {"name": stem, "source": "pushed", "sha256": bundle["sha256"], "entry": bundle["entry"],
+                "fileId": str(bundle["fileId"])}
+    return None if pinned else {"name": stem, "source": "builtin"}
+
+
+def _carried(version: dict[str, Any], pinned: str | None, settings: Settings) -> Script | None:
+    """The script a message's ``version_now`` names, if this machine has it or can fetch it by its id."""
+    stem = version["name"]
+    if version.get("source") == "builtin":
+        path = Path(settings.scripts_dir) / f"{stem}.py"
+        if pinned or stem.startswith("_") or not path.is_file():
+            return None
+        return Script(name=stem, path=path, sha256=_hash_bytes(path.read_bytes()))
+    sha, entry, file_id = version.get("sha256"), version.get("entry"), version.get("fileId")
+    if not (isinstance(sha, str) and isinstance(entry, str) and isinstance(file_id, str)
+            and ObjectId.is_valid(file_id)):
+        return None
+    if pinned and not sha.startswith(pinned):
+        return None
+    try:
+        return _materialize({"name": stem, "sha256": sha, "entry": entry, "fileId": ObjectId(file_id)}, settings)
+    except Exception:  # noqa: BLE001 - e.g. the version was deleted since: resolve it as if nothing was carried
+        return None
 
 
 def _safe_available(settings: Settings) -> list[dict[str, Any]]:

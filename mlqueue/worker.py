@@ -74,21 +74,23 @@ def run_order(self: Any, job_id: str, delivery: str) -> str:
     """Celery entry point: everything else is plain functions."""
     carried = getattr(self.request, orders.CARRIED_JOB, None)   # the Job, when its message carries it
     return execute(job_id, delivery, self.request.hostname or socket.gethostname(), carried=carried,
-                   carried_order=getattr(self.request, orders.CARRIED_ORDER, None))
+                   carried_order=getattr(self.request, orders.CARRIED_ORDER, None),
+                   carried_script=getattr(self.request, orders.CARRIED_SCRIPT, None))
 
 
 def execute(job_id: str, delivery: str, worker: str, settings: Settings | None = None,
-            carried: dict[str, Any] | None = None, carried_order: Any = None) -> str:
+            carried: dict[str, Any] | None = None, carried_order: Any = None, carried_script: Any = None) -> str:
     """Run one delivery of one Order to its end. Returns what happened, for logs and tests.
 
     ``carried``: the Job as its message carried it (``orders.carry``), which spares reading it;
-    ``carried_order``: the Order as submitted (its header's text), which spares the read before the claim."""
+    ``carried_order``: the Order as submitted (its header's text), which spares the read before the claim;
+    ``carried_script``: the script version it runs (``scripts.version_now``), which spares asking for it."""
     settings = settings or get_settings()
     if placed := speed.destination(job_id, delivery, worker, settings):  # a faster machine would finish it sooner
         order, target, why = placed
         return "placed" if orders.reroute(order, {"placedOn": target}, why, worker, settings) else "ignored"
     if swapped := speed.placed_first(job_id, delivery, worker, settings):  # my placed Jobs first
-        job_id, delivery, carried, carried_order = *swapped, None, None
+        job_id, delivery, carried, carried_order, carried_script = *swapped, None, None, None
     as_sent = orders.carried_order(carried_order, job_id, delivery)
     if isinstance(carried, dict) and isinstance(carried.get("scriptName"), str):
         job = {**carried, "_id": ObjectId(job_id)}
@@ -98,7 +100,7 @@ def execute(job_id: str, delivery: str, worker: str, settings: Settings | None =
         log.warning("message for unknown job %s ignored", job_id)
         return "ignored"
     try:  # the script is made ready first, so the Order can be claimed and started in one move
-        script = scripts.resolve(job["scriptName"], settings, pinned=job.get("scriptHash"))
+        script = scripts.resolve(job["scriptName"], settings, pinned=job.get("scriptHash"), carried=carried_script)
         module = scripts.runner_for(script, job)
     except Exception as exc:  # noqa: BLE001 - any failure to load is this Job's error, not the worker's
         order = orders.claim(job_id, delivery, worker, settings, carried=as_sent)

@@ -77,3 +77,22 @@ def test_a_new_version_reaches_workers_and_a_pinned_job_runs_the_old_one(farm: F
     assert farm.wait_final(pinned)["outcome"]["version"] == 1
     with pytest.raises(jobs.JobError, match="no pushed version"):
         farm.submit({"scriptName": "ver", "scriptHash": "abcdef123456"})
+
+
+def test_a_job_runs_the_version_newest_at_its_submit_and_a_new_hash_is_fetched(farm: Farm, tmp_path: Path) -> None:
+    """The version rides in the message (``scripts.version_now``): the worker asks the store nothing
+    when it has that hash cached, and fetches a hash it has not seen."""
+    script = tmp_path / "ver.py"
+    script.write_text("def run(job, report):\n    return {'version': 1}\n")
+    first_hash = scripts.push(script, settings=farm.settings)["sha256"]
+    [before] = farm.submit({"scriptName": "ver"})
+    script.write_text("def run(job, report):\n    return {'version': 2}\n")
+    second_hash = scripts.push(script, settings=farm.settings)["sha256"]
+    [after] = farm.submit({"scriptName": "ver"})
+    farm.start_worker("w1")
+    assert farm.wait_final(before)["outcome"]["version"] == 1
+    assert farm.wait_final(after)["outcome"]["version"] == 2
+    assert farm.order(before)["script"]["sha256"] == first_hash and farm.order(after)["script"]["sha256"] == second_hash
+    assert scripts.version_now("ver", settings=farm.settings)["sha256"] == second_hash
+    assert scripts.version_now("toy", settings=farm.settings) == {"name": "toy", "source": "builtin"}
+    assert scripts.version_now("ver", "abcdef123456", farm.settings) is None
