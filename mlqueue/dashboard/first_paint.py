@@ -13,8 +13,8 @@ without it, and the rows keep being computed in the background for the next visi
 restart the table is not read yet (its saved copy takes seconds at 100,000 Jobs), so the default view's
 first rows are also saved, small, in the HQ's home (at most every ``SAVE_EVERY`` seconds) and served from
 there, marked with their time, while the table is being read: the grid's own first rows then come from
-the table's saved copy, which is no newer. Every value is escaped: a Job's fields are whatever its
-submitter wrote.
+the table's saved copy, about as old (kept rows older than it by more than its save interval are not
+used). Every value is escaped: a Job's fields are whatever its submitter wrote.
 """
 
 from __future__ import annotations
@@ -137,10 +137,9 @@ def render(ctx: Ctx, view: View, nav: list[tuple[str, str]]) -> str:
     body = "".join("<tr>" + "".join(_cell(ctx, row, column, kind) for column, _, kind in view.columns) + "</tr>"
                    for row in view.rows)
     shown = f"1 to {len(view.rows)}" + (f" of {view.count:,}" if view.count is not None else "")
-    if view.saved_at:
-        shown += f" — as of {view.saved_at}, updating…"
+    summary = view.summary + (f" — as of {view.saved_at}, updating…" if view.saved_at else "")
     return (f'<div id="{PREVIEW_ID}" aria-busy="true"><style>{STYLE}</style><nav>{"".join(links)}</nav>'
-            f'<main><h2>Jobs</h2><div class="summary">{escape(view.summary)}</div>'
+            f'<main><h2>Jobs</h2><div class="summary">{escape(summary)}</div>'
             f'<div class="preview-toolbar"></div><div class="preview-grid"><table>'
             f'<thead><tr>{head}</tr><tr>{filters}</tr></thead><tbody>{body}</tbody></table></div>'
             f'<div class="summary">{escape(shown)}</div></main></div>')
@@ -172,17 +171,16 @@ class FirstPaint:
             return ""
         ready = self.ctx.table.ready
         future = self._view(query)
-        view = None
-        if not ready and not query:  # right after a start: the kept rows, if any, at once
-            view = saved(self.ctx.settings)
+        view = saved(self.ctx.settings) if not ready and not query else None  # right after a start: at once
         if view is None and future is not None:
             try:
                 view = future.result(timeout=self.wait)
             except FutureTimeout:
-                return ""
+                pass
             except Exception:  # noqa: BLE001 - the page itself will show the error; the index must not fail
                 log.warning("dashboard: no first rows in the index", exc_info=True)
-                return ""
+        if view is None and ready and not query:  # the table just read, its first view not computed in time
+            view = saved(self.ctx.settings)
         return render(self.ctx, view, self.nav) if view is not None and view.rows else ""
 
     def _computed(self, query: dict[str, str], view: View, from_table: bool) -> None:
