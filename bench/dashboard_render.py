@@ -64,6 +64,7 @@ MARKS = """(() => {
   new MutationObserver(() => { seen("preview", "#jobs-preview tbody tr"); seen("grid", GRID_ROW); })
     .observe(document, {childList: true, subtree: true});
 })();""".replace("GRID_ROW", json.dumps(FIRST_ROW))
+NETWORK: dict[str, float] = {"mbps": 0.0, "latencyMs": 0.0}  # 0: localhost as it is (--network-mbps)
 BATCH = 5000
 DATABASES = {"small": "baseline", "big": "bench"}  # "bench": a store kept by the older dashboard bench fits
 STATES = ["succeeded"] * 90 + ["failed"] * 7 + ["cancelled"] * 2 + ["pruned"]
@@ -177,6 +178,12 @@ def first_rows(browser: Any, hq: HQProcess) -> tuple[dict[str, float | None], An
     context.set_default_timeout(300_000)
     context.add_init_script(MARKS)
     page = context.new_page()
+    if NETWORK["mbps"]:  # as over a home network: Chromium's own throttling (DevTools' network conditions)
+        cdp = context.new_cdp_session(page)
+        cdp.send("Network.enable")
+        rate = NETWORK["mbps"] * 1e6 / 8
+        cdp.send("Network.emulateNetworkConditions", {"offline": False, "latency": NETWORK["latencyMs"],
+                                                      "downloadThroughput": rate, "uploadThroughput": rate})
     started = time.perf_counter()
     page.goto(f"{hq.url}/ui/", wait_until="commit")
     page.wait_for_selector(FIRST_ROW)
@@ -312,7 +319,11 @@ def main() -> None:
     parser.add_argument("--baseline-jobs", type=int, default=1_000)
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--store", type=Path, help="keep the servers' data here and reuse the filled store next time")
+    parser.add_argument("--network-mbps", type=float, default=0.0,
+                        help="throttle the browser to this bandwidth (and --latency-ms), as over a home network")
+    parser.add_argument("--latency-ms", type=float, default=5.0)
     args = parser.parse_args()
+    NETWORK.update(mbps=args.network_mbps, latencyMs=args.latency_ms if args.network_mbps else 0.0)
     if not Path("/usr/bin/chromium").exists():
         raise SystemExit("/usr/bin/chromium is missing: `make chromium` (apt-get install -y chromium)")
     import pymongo
@@ -322,7 +333,8 @@ def main() -> None:
     from mlqueue.servers import RedisServer
     from mlqueue.settings import Settings
 
-    result: dict[str, Any] = {"jobs": args.jobs, "baselineJobs": args.baseline_jobs, "cpus": os.cpu_count()}
+    result: dict[str, Any] = {"jobs": args.jobs, "baselineJobs": args.baseline_jobs, "cpus": os.cpu_count(),
+                              "network": dict(NETWORK)}
     with tempfile.TemporaryDirectory(prefix="mlqueue-bench-") as tmp_name:
         tmp = Path(tmp_name)
         base = args.store or tmp
