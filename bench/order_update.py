@@ -5,7 +5,9 @@ while planning and rewriting entries, so the cost grows with the number of index
 This bench makes one collection per index set, filled alike, and runs the worker's two moves (claim+start,
 finish) on each, the sets taking turns so they see the same load. It reports, per move, the store
 process' CPU time (user + system, from /proc: little affected by other processes' load) and the wall
-time, and a bare commit measured between the turns.
+time, and a bare commit measured between the turns. ``replica-set mode`` is the current index set on a
+second store started as before 2026-11-30 13:00 (without ``--standalone``: it keeps a replication log),
+and ``before`` the 7 indexes on it: the store a move paid for until then.
 Run: `.venv/bin/python bench/order_update.py [--rounds R] [--per-round N]`.
 """
 
@@ -13,17 +15,20 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import os
 import statistics
 import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import psutil
+import pymongo
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -39,11 +44,9 @@ def index_sets() -> dict[str, list[Any]]:
     """Name -> the indexes besides ``jobId`` (``"current"``: what ``store/orders.py`` makes today)."""
     partial = {"partialFilterExpression": {"placedOn": {"$type": "string"}}}
     return {"before (7)": BEFORE, "current": "current", "jobId only": [],
-            "state,upd": [[("state", 1)], [("updatedDate", 1)]],
-            "state,upd,sweep": [[("state", 1)], [("updatedDate", 1)], [("sweepId", 1)]],
-            "state,upd,sweep,placed*": [[("state", 1)], [("updatedDate", 1)], [("sweepId", 1)],
-                                        ([("placedOn", 1)], partial)],
-            }
+            "current without sweepId": [[("state", 1)], [("updatedDate", 1)], [("placedOn", 1), ("state", 1)]],
+            "current, placedOn partial": [[("state", 1)], [("updatedDate", 1)], [("sweepId", 1)],
+                                          ([("placedOn", 1), ("state", 1)], partial)]}
 
 
 def new_order(i: int) -> dict[str, Any]:
@@ -78,6 +81,23 @@ def finish(coll: Any, o: dict[str, Any]) -> None:
          "$push": {"history": {"$each": [{"at": now, "to": "succeeded", "by": "w@h", "why": "script finished"}]}}})
 
 
+@contextlib.contextmanager
+def replica_set_mode(base: Path) -> Iterator[Any]:
+    """A second embedded store launched as before: replica-set mode, with its replication log."""
+    from mlqueue.servers import MongoServer
+
+    spawn = MongoServer._spawn
+    MongoServer._spawn = lambda self, argv: spawn(self, [a for a in argv if a != "--standalone"])
+    try:
+        server = MongoServer(base / "mongo-rs", base / "mongo-rs.log").start()
+    finally:
+        MongoServer._spawn = spawn
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
 def cpu_ms(proc: psutil.Process) -> float:
     t = proc.cpu_times()
     return (t.user + t.system) * 1000
@@ -96,9 +116,10 @@ def main() -> None:
     cpus: dict[str, collections.defaultdict[str, list[float]]] = {}
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        with harness.servers(tmp) as (rs, ms):
+        with harness.servers(tmp) as (rs, ms), replica_set_mode(tmp) as old_ms:
             settings = harness.connect(harness.mlqueue_env(tmp / "home", rs, ms))
             proc = psutil.Process(ms.process.pid)
+            procs = {}
             db = store.db(settings)
             colls = {}
             for n, (name, indexes) in enumerate(index_sets().items()):
@@ -111,7 +132,19 @@ def main() -> None:
                     for keys in indexes:
                         coll.create_index(keys[0], **keys[1]) if isinstance(keys, tuple) else coll.create_index(keys)
                 coll.insert_many([new_order(i) for i in range(args.stored)])
-                colls[name] = coll
+                colls[name], procs[name] = coll, proc
+                walls[name], cpus[name] = collections.defaultdict(list), collections.defaultdict(list)
+            old_db = pymongo.MongoClient(old_ms.url, tz_aware=True).bench
+            current = [(list(k["key"].items()), {"unique": True} if k.get("unique") else {})
+                       for k in db.orders.list_indexes() if k["name"] != "_id_"]
+            for name, indexes in (("current, replica-set mode", current),
+                                  ("before: 7, replica-set mode", [([("jobId", 1)], {"unique": True}),
+                                                                   *((k, {}) for k in BEFORE)])):
+                coll = old_db[f"orders_{len(colls)}"]
+                for keys, options in indexes:
+                    coll.create_index(keys, **options)
+                coll.insert_many([new_order(i) for i in range(args.stored)])
+                colls[name], procs[name] = coll, psutil.Process(old_ms.process.pid)
                 walls[name], cpus[name] = collections.defaultdict(list), collections.defaultdict(list)
             db.probe.insert_one({"_id": 1, "n": 0})
             commit: list[float] = []
@@ -120,11 +153,11 @@ def main() -> None:
                     batch = [new_order(10**6 * (rnd + 1) + i) for i in range(args.per_round)]
                     coll.insert_many(batch)
                     for move in (claim_start, finish):
-                        c0, w0 = cpu_ms(proc), time.perf_counter()
+                        c0, w0 = cpu_ms(procs[name]), time.perf_counter()
                         for o in batch:
                             move(coll, o)
                         walls[name][move.__name__].append((time.perf_counter() - w0) * 1000 / len(batch))
-                        cpus[name][move.__name__].append((cpu_ms(proc) - c0) / len(batch))
+                        cpus[name][move.__name__].append((cpu_ms(procs[name]) - c0) / len(batch))
                 w0 = time.perf_counter()
                 for i in range(args.per_round):
                     db.probe.update_one({"_id": 1}, {"$set": {"n": i}})
