@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 FIELDS = ("state", "projectName", "scriptName", "sweepId", "worker")
 OVERLAP = timedelta(seconds=5)
 FULL_READ_EVERY = 1800.0  # also repairs what a writer's clock far behind the HQ's hid from the ranges
+WINDOW = 1000  # Orders per window of a whole read: without their Job and Outcome, a quarter of the table's cost
 PROJECTION = {"_id": 0, "jobId": 1, "updatedDate": 1, **{f: 1 for f in FIELDS}}
 
 
@@ -89,7 +90,7 @@ class OrderIndex:
         the read's start, brings it.
         """
         build = WholeRead()
-        for window in order_store.in_windows(self.settings, PROJECTION):
+        for window in order_store.in_windows(self.settings, PROJECTION, WINDOW):
             build.add(window)
         self._swap(build)
 

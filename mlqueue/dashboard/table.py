@@ -216,8 +216,11 @@ class JobTable:
         with self._start_lock:  # not ``_lock``: that one is held for the whole read
             if self._loader is not None or self._frame is not None:
                 return
-            # claimed here, not in the thread: the HQ starts the index's own read right after this
-            self._index_read = self._index_read or order_index.index_for(self.settings).share_read()
+            if not snapshot_path(self.settings).is_file():
+                # a first start: both need every Order at once, so one read for both. Claimed here, not in
+                # the thread: the HQ starts the index's own read right after this. (After a restart the
+                # index reads on its own, a quarter of the table's read: the API's pages need it soon.)
+                self._index_read = self._index_read or order_index.index_for(self.settings).share_read()
             self._loader = threading.Thread(target=self._load_quietly, name="mlqueue-dashboard-table", daemon=True)
         self._loader.start()
 
@@ -246,8 +249,7 @@ class JobTable:
         chunks: list[pd.DataFrame] = []
         first = not self.ready
         index = order_index.index_for(self.settings)
-        # the Orders index needs the same Orders (claimed by ``start_loading``, or now): one read for both
-        shared, self._index_read = self._index_read or index.share_read(), None
+        shared, self._index_read = self._index_read, None  # the Orders index's read (``start_loading``)
         try:
             for rows in outcomes.table_row_windows(self.settings, also=shared.add if shared else None):
                 chunks.append(_frame(rows))
