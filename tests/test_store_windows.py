@@ -142,3 +142,16 @@ def ranking_built(farm: Farm, field: str) -> bool:
     from mlqueue import ranking
 
     return ranking.ranking(farm.settings, field).built
+
+
+def test_after_a_quiet_spell_a_busy_past_is_read_in_pieces_not_at_once(farm: Farm) -> None:
+    """The range that crosses a quiet day reaches into a busy hour before it: read in pieces of ~size."""
+    now = orders.now()
+    busy = [{"jobId": f"b{i:03d}", "updatedDate": now - timedelta(days=1, seconds=i)} for i in range(60)]
+    farm.db.orders.insert_many([*busy, {"jobId": "recent", "updatedDate": now - timedelta(seconds=5)}])
+    windows = list(order_store.in_windows(farm.settings, {"jobId": 1}, size=10))
+    assert [o["jobId"] for o in windows[0]] == ["recent"]
+    assert max(len(w) for w in windows) <= 12, [len(w) for w in windows]
+    read = [o["jobId"] for w in windows for o in w]
+    assert sorted(read) == sorted(["recent", *(b["jobId"] for b in busy)])
+    assert set(read[1:11]) == {f"b{i:03d}" for i in range(10)}, "the busy hour's newest first"
