@@ -147,23 +147,27 @@ def submit(jobs: list[dict[str, Any]], by: str = "cli", settings: Settings | Non
     settings = settings or get_settings()
     created = now()
     docs = [{**{k: v for k, v in job.items() if k != "_id"}, "_id": ObjectId(), "createdDate": created} for job in jobs]
+    versions: dict[tuple[str, str | None], dict[str, str] | None] = {}   # the script each Job runs, looked up once
+    for job in jobs:
+        if (key := _script_key(job)) not in versions:
+            versions[key] = scripts.version_now(*key, settings)
     job_store.insert(docs, settings)
-    new_orders = [_new_order(str(doc["_id"]), job, created, by, settings) for doc, job in zip(docs, jobs, strict=True)]
+    new_orders = [_new_order(str(doc["_id"]), job, created, by, settings, versions[_script_key(job)])
+                  for doc, job in zip(docs, jobs, strict=True)]
     order_store.insert(new_orders, settings)
     routing.announce(new_orders, settings)  # workers that satisfy a new requirement class start consuming it
-    versions: dict[tuple[str, str | None], dict[str, str] | None] = {}   # the script each Job runs, looked up once
-    headers = {}
-    for doc, order in zip(docs, new_orders, strict=True):
-        key = (doc["scriptName"], doc.get("scriptHash"))
-        if key not in versions:
-            versions[key] = scripts.version_now(*key, settings)
-        headers[order["jobId"]] = carry({k: v for k, v in doc.items() if k not in ("_id", "createdDate")}, order,
-                                        versions[key])
+    headers = {order["jobId"]: carry({k: v for k, v in doc.items() if k not in ("_id", "createdDate")}, order,
+                                     versions[_script_key(doc)]) for doc, order in zip(docs, new_orders, strict=True)}
     enqueue_all([(o["jobId"], o["delivery"], routing.queue_of(o, settings)) for o in new_orders], settings, headers)
     return [o["jobId"] for o in new_orders]
 
 
-def _new_order(job_id: str, job: dict[str, Any], created: datetime, by: str, settings: Settings) -> dict[str, Any]:
+def _script_key(job: dict[str, Any]) -> tuple[str, str | None]:
+    return job["scriptName"], job.get("scriptHash")
+
+
+def _new_order(job_id: str, job: dict[str, Any], created: datetime, by: str, settings: Settings,
+               version: dict[str, str] | None = None) -> dict[str, Any]:
     return {
         "jobId": job_id,
         "state": UNASSIGNED,
@@ -182,7 +186,7 @@ def _new_order(job_id: str, job: dict[str, Any], created: datetime, by: str, set
         "history": [_event(UNASSIGNED, by, "submitted")],
         "metrics": [],
         "log": [],
-        **routing.place(job, settings),  # requires, requirementClass, pinnedWorker: which queue
+        **routing.place(job, settings, version),  # requires, requirementClass, pinnedWorker: which queue
     }
 
 

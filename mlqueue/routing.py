@@ -58,13 +58,15 @@ def queue_of(order: dict[str, Any], settings: Settings | None = None) -> str:
     return base
 
 
-def place(job: dict[str, Any], settings: Settings | None = None) -> dict[str, Any]:
-    """The routing fields of a new Order: merged ``requires``, its class, and the pinned worker if any."""
+def place(job: dict[str, Any], settings: Settings | None = None, version: dict[str, str] | None = None
+          ) -> dict[str, Any]:
+    """The routing fields of a new Order: merged ``requires``, its class, and the pinned worker if any.
+    ``version``: the script version the Job runs, when submit has looked it up (``scripts.version_now``)."""
     from mlqueue import scripts
 
     settings = settings or get_settings()
     try:
-        script = scripts.resolve(job["scriptName"], settings, pinned=job.get("scriptHash"))
+        script = scripts.resolve(job["scriptName"], settings, pinned=job.get("scriptHash"), carried=version)
         declared = _declared(str(script.path), script.sha256)
     except scripts.ScriptNotFound:
         declared = {}
