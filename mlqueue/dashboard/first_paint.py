@@ -8,8 +8,10 @@ own first request gets (``jobs_page.rows_response``), in the columns the page sh
 (``jobs_page.first_view``) — laid over the page until the grid has drawn its rows; ``assets/first_paint.js``
 then removes it. Other pages get the index unchanged.
 
-The copy never delays the page: if the rows are not at hand within ``WAIT`` seconds, the index is served
-without it, and the rows keep being computed in the background for the next visitor. Right after an HQ
+The copy never delays the page: the view computed last for the same URL (if recent) is served at once
+while the next one is computed in the background (on a busy HQ at 100,000 Jobs a view takes more than
+the bound below whenever the table has changed); with none at hand, the index waits at most ``WAIT``
+seconds for one, then is served without it. Right after an HQ
 restart the table is not read yet (its saved copy takes seconds at 100,000 Jobs), so the default view's
 first rows are also saved, small, in the HQ's home (at most every ``SAVE_EVERY`` seconds) and served from
 there, marked with their time, while the table is being read: the grid's own first rows then come from
@@ -26,7 +28,7 @@ import threading
 import time
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from html import escape
 from pathlib import Path
@@ -45,6 +47,8 @@ log = logging.getLogger(__name__)
 WAIT = 0.3  # seconds the index may wait for the first rows (the index alone is served in ~0.3 s)
 PREVIEW_ID = "jobs-preview"
 SAVE_EVERY = 30.0  # seconds between two saves of the default view's first rows
+RECENT = 60.0  # a view computed this recently is served at once, while the next one is computed
+AGED = 5.0  # a view older than this says when it was computed
 JOBS_PAGES = ("", "jobs")  # the first path segments that show the Jobs page (see app.route)
 LINKS = {"jobId": "/job/", "sweepId": "/sweep/"}  # as the grid's markdown links (jobs_page.LINKED)
 # Laid over the page (same navigation bar, title and grid position) until the grid has drawn its rows.
@@ -116,6 +120,10 @@ def saved(settings: Settings) -> View | None:
         return None
 
 
+def _key(query: dict[str, str]) -> str:
+    return json.dumps(query, sort_keys=True)
+
+
 def cell_text(value: Any) -> str:
     """A value as the grid writes it (JavaScript's way: ``3`` not ``3.0``, ``true``, nothing for null)."""
     if value is None:
@@ -163,6 +171,7 @@ class FirstPaint:
         self._lock = threading.Lock()
         self._pending: tuple[dict[str, str], Future[View]] | None = None
         self._saved_at = 0.0
+        self._last: dict[str, tuple[float, str, View]] = {}  # query -> when computed (monotonic, UTC), view
 
     def html(self, pathname: str, query: dict[str, str]) -> str:
         """The preview for this URL, or "" (another page, no rows, or the rows not at hand in time)."""
@@ -171,6 +180,10 @@ class FirstPaint:
             return ""
         ready = self.ctx.table.ready
         future = self._view(query)
+        last = self._last.get(_key(query))
+        if last is not None and time.monotonic() - last[0] < RECENT:
+            view: View | None = self._aged(last)
+            return render(self.ctx, view, self.nav) if view.rows else ""
         view = saved(self.ctx.settings) if not ready and not query else None  # right after a start: at once
         if view is None and future is not None:
             try:
@@ -179,13 +192,24 @@ class FirstPaint:
                 pass
             except Exception:  # noqa: BLE001 - the page itself will show the error; the index must not fail
                 log.warning("dashboard: no first rows in the index", exc_info=True)
+        if view is None and last is not None:
+            view = self._aged(last)
         if view is None and ready and not query:  # the table just read, its first view not computed in time
             view = saved(self.ctx.settings)
         return render(self.ctx, view, self.nav) if view is not None and view.rows else ""
 
+    @staticmethod
+    def _aged(last: tuple[float, str, View]) -> View:
+        """A view computed earlier, saying when if it is not a matter of seconds."""
+        computed, at, view = last
+        return replace(view, saved_at=at) if time.monotonic() - computed > AGED else view
+
     def _computed(self, query: dict[str, str], view: View, from_table: bool) -> None:
-        """Keep the default view's first rows for the next HQ run, now and then (from the table only:
-        rows read from the store before it was read carry no count)."""
+        """Keep the view for the next visitors and, now and then, the default view's first rows for the
+        next HQ run (from the table only: rows read from the store before it was read carry no count)."""
+        if len(self._last) > 32:
+            self._last.clear()
+        self._last[_key(query)] = (time.monotonic(), datetime.now(UTC).strftime("%H:%M:%S UTC"), view)
         if query or not from_table or time.monotonic() - self._saved_at < SAVE_EVERY:
             return
         self._saved_at = time.monotonic()
