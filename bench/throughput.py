@@ -5,7 +5,10 @@ Prints and saves (bench/results/throughput.json):
   (also against bare Celery with task events on, which mlqueue keeps for Flower);
 - submit->start latency p50/p95 with an idle worker (Jobs submitted one at a time);
 - the idle gap on a worker between two consecutive Jobs (queue kept full);
-- where the time per Job goes (queue+claim, script load, script run, finish+next fetch).
+- where the time per Job goes (queue+claim, script load, script run, finish+next fetch); with ``--spans``,
+  one more run with the worker logging at INFO splits the gap between two Jobs by Celery's own "received"
+  and "succeeded" lines: received -> start (the claim), start -> final move stamped, -> succeeded (the
+  final move's commit, Celery's bookkeeping), -> next received (ack, task events, next message).
 Run: `make bench` or `.venv/bin/python bench/throughput.py [--jobs N] [--rounds R]` (with R rounds,
 bare Celery and mlqueue alternate R times and the medians are printed, each round's ratio too).
 """
@@ -15,10 +18,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import statistics
 import sys
 import tempfile
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import redis
@@ -62,6 +67,42 @@ def bare_celery(n: int, broker: str, tmp: Path, events: bool = False) -> float:
     elapsed = time.perf_counter() - start
     harness.stop_worker(worker)
     return n / elapsed
+
+
+CELERY_LINE = re.compile(r"\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}): INFO/[\w-]+\] "
+                         r"Task mlqueue.run_order\[(\w+)\] (received|succeeded)")
+
+
+def spans(n: int, env: dict[str, str], tmp: Path) -> dict[str, float]:
+    """Medians, in ms, of each step between two Jobs on one worker (see the module docstring)."""
+    from mlqueue import orders, store
+
+    settings = harness.connect(env)
+    db = store.db(settings)
+    log_path = tmp / "worker-spans.log"
+    worker = harness.start_worker(env, log_path, name="spans@%h", level="info")
+    while not db.workers.find_one({"online": True, "pid": worker.pid}):
+        time.sleep(0.1)
+    expected = db.outcomes.estimated_document_count() + n
+    ids = orders.submit([{"scriptName": "toy", "x": 1.0}] * n, settings=settings)
+    while db.outcomes.estimated_document_count() < expected:
+        time.sleep(0.1)
+    harness.stop_worker(worker)
+    seen: dict[str, dict[str, datetime]] = {"received": {}, "succeeded": {}}
+    for m in CELERY_LINE.finditer(log_path.read_text()):   # the worker's local time: this machine's (UTC)
+        seen[m.group(3)][m.group(2)] = datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S,%f").replace(tzinfo=UTC)
+    docs = sorted(db.orders.find({"jobId": {"$in": ids}}), key=lambda o: o["startedDate"])
+    steps: dict[str, list[float]] = {"received_to_start": [], "start_to_final_move": [], "final_move_to_succeeded": [],
+                                     "succeeded_to_next_received": []}
+    for a, b in zip(docs, docs[1:], strict=False):
+        if a["delivery"] in seen["succeeded"] and b["delivery"] in seen["received"]:
+            ms = [(y - x).total_seconds() * 1000 for x, y in (
+                (seen["received"][b["delivery"]], b["startedDate"]), (a["startedDate"], a["finishedDate"]),
+                (a["finishedDate"], seen["succeeded"][a["delivery"]]),
+                (seen["succeeded"][a["delivery"]], seen["received"][b["delivery"]]))]
+            for key, value in zip(steps, ms, strict=True):
+                steps[key].append(value)
+    return {k: round(statistics.median(v), 1) for k, v in steps.items() if v}
 
 
 def mlqueue_run(n: int, latency_samples: int, env: dict[str, str], tmp: Path) -> dict[str, object]:
@@ -114,6 +155,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=1,
                         help="alternate bare Celery and mlqueue this many times (--jobs each); on a shared, noisy "
                              "machine the ratio of each round is worth more than one ratio of two distant runs")
+    parser.add_argument("--spans", action="store_true",
+                        help="then one more run of --jobs Jobs, the worker logging at INFO, split into steps")
     args = parser.parse_args()
 
     rounds = []
@@ -126,6 +169,7 @@ def main() -> None:
                 bare_events_rate = bare_celery(args.jobs, rs.url, tmp, events=True)
                 ours = mlqueue_run(args.jobs, max(1, args.latency_samples // args.rounds), env, tmp)
                 rounds.append((bare_rate, bare_events_rate, ours, os.getloadavg()[0]))
+            steps = spans(args.jobs, env, tmp) if args.spans else None
     latencies = [x for r in rounds for x in r[2]["latency_ms"]]
     gaps = [x for r in rounds for x in r[2]["gaps_ms"]]
     figures = {
@@ -147,6 +191,8 @@ def main() -> None:
                     "load": round(load, 1)} for b, be, o, load in rounds],
         "targets": {"submit_to_start_ms_p50": "< 50", "idle_gap_between_jobs_ms_p50": "< 20"},
     }
+    if steps:
+        figures["between_two_jobs_ms_p50"] = steps
     print(json.dumps(figures, indent=2))
     harness.save(RESULTS, figures)
     print(f"saved {RESULTS}")
