@@ -298,12 +298,12 @@ def _someone_slower(me: str, figs: dict[str, dict[str, dict[str, Any]]]) -> bool
                for other, scripts in figs.items() for script, fig in scripts.items())
 
 
-def placed_first(job_id: str, delivery: str, me: str, settings: Settings) -> tuple[str, str] | None:
+def placed_first(job_id: str, delivery: str, me: str, settings: Settings) -> tuple[str, str, Any] | None:
     """Jobs placed on me come before shared-queue ones: swap this delivery for my oldest placed Order.
 
     The received Order goes back to its own queue (new delivery, so its message is stale). Without this
     a fast worker alternates between its own queue and the shared one, and placed Jobs wait longer than
-    the placement assumed. Returns ``(jobId, delivery)`` to run instead, or None.
+    the placement assumed. Returns ``(jobId, delivery, scriptVersion)`` to run instead, or None.
     """
     if not settings.placement or not _someone_slower(me, figures(settings)):
         return None
@@ -317,4 +317,4 @@ def placed_first(job_id: str, delivery: str, me: str, settings: Settings) -> tup
 
     if orders.reroute(received, {}, f"{me} runs the Job placed on it first; back to its queue", me, settings) is None:
         return None
-    return mine["jobId"], mine["delivery"]
+    return mine["jobId"], mine["delivery"], mine.get("scriptVersion")

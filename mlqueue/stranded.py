@@ -67,7 +67,8 @@ def resend(by: str, settings: Settings) -> int:
     if not held:
         return 0
     resent = 0
-    fields = {"jobId": 1, "delivery": 1, "state": 1, "placedOn": 1, "pinnedWorker": 1, "requirementClass": 1}
+    fields = {"jobId": 1, "delivery": 1, "state": 1, "placedOn": 1, "pinnedWorker": 1, "requirementClass": 1,
+              "scriptVersion": 1}
     for order in order_store.with_deliveries(orders.UNASSIGNED, list(held), settings, fields):
         delivery = orders.new_delivery()
         moved = orders._move(  # noqa: SLF001 - the same conditional move every other transition uses
@@ -75,5 +76,6 @@ def resend(by: str, settings: Settings) -> int:
             orders.UNASSIGNED, by, "its message was taken by a worker that never claimed it (died?); queued again",
             settings, set_={"delivery": delivery, "enqueuedAt": None})
         if moved:
-            resent += orders.enqueue(order["jobId"], delivery, settings, routing.queue_of(order, settings))
+            resent += orders.enqueue(order["jobId"], delivery, settings, routing.queue_of(order, settings),
+                                     order.get("scriptVersion"))
     return resent

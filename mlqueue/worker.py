@@ -90,7 +90,7 @@ def execute(job_id: str, delivery: str, worker: str, settings: Settings | None =
         order, target, why = placed
         return "placed" if orders.reroute(order, {"placedOn": target}, why, worker, settings) else "ignored"
     if swapped := speed.placed_first(job_id, delivery, worker, settings):  # my placed Jobs first
-        job_id, delivery, carried, carried_order, carried_script = *swapped, None, None, None
+        (job_id, delivery, carried_script), carried, carried_order = swapped, None, None
     as_sent = orders.carried_order(carried_order, job_id, delivery)
     if isinstance(carried, dict) and isinstance(carried.get("scriptName"), str):
         job = {**carried, "_id": ObjectId(job_id)}

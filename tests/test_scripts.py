@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from conftest import Farm
 
-from mlqueue import datasets, jobs, scripts
+from mlqueue import datasets, jobs, orders, scripts
 
 HERE = Path(__file__).parent / "scripts"
 
@@ -81,7 +81,8 @@ def test_a_new_version_reaches_workers_and_a_pinned_job_runs_the_old_one(farm: F
 
 def test_a_job_runs_the_version_newest_at_its_submit_and_a_new_hash_is_fetched(farm: Farm, tmp_path: Path) -> None:
     """The version rides in the message (``scripts.version_now``): the worker asks the store nothing
-    when it has that hash cached, and fetches a hash it has not seen."""
+    when it has that hash cached, and fetches a hash it has not seen. The Order keeps it, so a message
+    sent again (a requeued stuck Order, the reaper's re-sends) runs it too."""
     script = tmp_path / "ver.py"
     script.write_text("def run(job, report):\n    return {'version': 1}\n")
     first_hash = scripts.push(script, settings=farm.settings)["sha256"]
@@ -89,6 +90,7 @@ def test_a_job_runs_the_version_newest_at_its_submit_and_a_new_hash_is_fetched(f
     script.write_text("def run(job, report):\n    return {'version': 2}\n")
     second_hash = scripts.push(script, settings=farm.settings)["sha256"]
     [after] = farm.submit({"scriptName": "ver"})
+    orders.requeue(before, settings=farm.settings)   # a message sent again (new delivery) runs the same version
     farm.start_worker("w1")
     assert farm.wait_final(before)["outcome"]["version"] == 1
     assert farm.wait_final(after)["outcome"]["version"] == 2

@@ -293,6 +293,8 @@ def placed(state: str, settings: Settings | None = None,
 
 
 def oldest_placed_on(worker: str, state: str, settings: Settings | None = None) -> dict[str, Any] | None:
-    """``jobId`` and ``delivery`` of the Order in ``state`` placed on ``worker`` the longest ago, or None."""
-    return _orders(settings).find_one({"state": state, "placedOn": worker}, {"jobId": 1, "delivery": 1},
+    """``jobId``, ``delivery`` and ``scriptVersion`` of the Order in ``state`` placed on ``worker`` the
+    longest ago, or None."""
+    return _orders(settings).find_one({"state": state, "placedOn": worker}, {"jobId": 1, "delivery": 1,
+                                                                            "scriptVersion": 1},
                                       sort=[("updatedDate", 1)])
