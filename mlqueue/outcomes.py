@@ -11,7 +11,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from mlqueue import order_index, orders, ranking, worker_control
@@ -294,19 +294,16 @@ def job_detail(job_id: str, settings: Settings | None = None) -> dict[str, Any]:
     return {"jobId": order["jobId"], "job": fields, "order": order, "outcome": outcome}
 
 
-NEWEST_WINDOWS = (60.0, 3600.0, 86400.0, 7 * 86400.0, 30 * 86400.0, 365 * 86400.0, None)
-
-
 def newest_rows(settings: Settings | None = None, n: int = 50) -> list[dict[str, Any]]:
     """The newest ``n`` rows of the jobs table, reading only as far back as needed to find them.
 
-    For a caller that cannot wait for a full read: the Jobs of the last minute, hour, day... are each one
-    narrow range of the ``jobs.createdDate`` index, widened until it holds ``n`` Jobs.
+    For a caller that cannot wait for a full read: the Jobs newest first, in windows of the
+    ``jobs.createdDate`` index (``job_store.in_windows``) until they hold ``n``. (Fixed steps of a minute,
+    an hour, a day read a whole day of Jobs in one go when the house had been quiet for an hour.)
     """
-    now = orders.now()
     found: list[dict[str, Any]] = []
-    for seconds in NEWEST_WINDOWS:
-        found = job_store.created_since(now - timedelta(seconds=seconds) if seconds else None, settings)
+    for window in job_store.in_windows(settings, size=n):
+        found += window
         if len(found) >= n:
             break
     epoch = datetime.min.replace(tzinfo=UTC)

@@ -155,3 +155,14 @@ def test_after_a_quiet_spell_a_busy_past_is_read_in_pieces_not_at_once(farm: Far
     read = [o["jobId"] for w in windows for o in w]
     assert sorted(read) == sorted(["recent", *(b["jobId"] for b in busy)])
     assert set(read[1:11]) == {f"b{i:03d}" for i in range(10)}, "the busy hour's newest first"
+
+
+def test_the_newest_rows_are_found_across_a_quiet_spell(farm: Farm) -> None:
+    """What the Jobs page shows before its table is read: the newest Jobs, however long ago the last ones."""
+    ids = stored_history(farm, 30)
+    for i, job_id in enumerate(ids):  # one a second, two days ago; nothing since
+        farm.db.jobs.update_one({"_id": ObjectId(job_id)},
+                                {"$set": {"createdDate": orders.now() - timedelta(days=2, seconds=30 - i)}})
+        farm.db.orders.update_one({"jobId": job_id},
+                                  {"$set": {"createdDate": orders.now() - timedelta(days=2, seconds=30 - i)}})
+    assert [r["jobId"] for r in outcomes.newest_rows(farm.settings, 5)] == ids[::-1][:5]

@@ -6,6 +6,7 @@ one back by id, so "is this a valid id?" and "which fields?" are answered the sa
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
@@ -60,6 +61,12 @@ def every(settings: Settings | None = None) -> dict[str, dict[str, Any]]:
 def created_since(since: datetime | None, settings: Settings | None = None) -> list[dict[str, Any]]:
     """The Jobs created at or after ``since`` (a range of the ``createdDate`` index); all Jobs for None."""
     return list(store.db(settings).jobs.find({"createdDate": {"$gte": since}} if since is not None else {}))
+
+
+def in_windows(settings: Settings | None = None, size: int | None = None) -> Iterator[list[dict[str, Any]]]:
+    """Every Job, the newest first, in windows of about ``size`` (ranges of the ``createdDate`` index, see
+    ``store.in_windows``): a caller wanting the newest few stops after the first windows."""
+    return store.in_windows(store.db(settings).jobs, "createdDate", None, size)
 
 
 def newest_first(where: dict[str, Any], offset: int, limit: int,
