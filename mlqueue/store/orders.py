@@ -146,11 +146,6 @@ def unsent(state: str, before: datetime, settings: Settings | None = None) -> It
                                   WITHOUT_BULK)
 
 
-def count_in(states: Iterable[str], settings: Settings | None = None) -> int:
-    """How many Orders are in one of ``states``."""
-    return _orders(settings).count_documents({"state": {"$in": list(states)}})
-
-
 def job_ids_in(states: Iterable[str], settings: Settings | None = None) -> list[str]:
     """The Job ids of every Order in one of ``states`` (every Order read, in windows: the reaper's first
     full repair only; a filter on ``state`` alone made the store read every Order in one go)."""

@@ -45,11 +45,6 @@ def insert_once(job_id: str, outcome: dict[str, Any], settings: Settings | None 
     )
 
 
-def count(settings: Settings | None = None) -> int:
-    """How many Outcomes are stored (the reaper compares it with the final Orders)."""
-    return _outcomes(settings).count_documents({})
-
-
 def job_ids(settings: Settings | None = None) -> set[str]:
     """The Job ids that have an Outcome (every Outcome read, in windows: the reaper's first full repair only)."""
     return {o["jobId"] for window in in_windows(settings, {"_id": 0, "jobId": 1}) for o in window}
