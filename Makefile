@@ -43,6 +43,8 @@ screenshots: $(STAMP) /usr/bin/chromium ## retake docs/screenshots: every dashbo
 bench: $(STAMP) /usr/bin/chromium ## benchmarks (long); figures are printed and saved in bench/results/
 	$(PY) bench/throughput.py
 	$(PY) bench/store_ops.py
+	$(PY) bench/submit_batch.py
+	$(PY) bench/order_update.py
 	$(PY) bench/history_growth.py
 	$(PY) bench/idle_workers.py
 	$(PY) bench/nn_throughput.py
