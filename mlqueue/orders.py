@@ -724,6 +724,7 @@ class Reaper:
         from mlqueue import stranded  # it builds on this module
 
         counts["stranded"] = stranded.resend(self.name, self.settings)
+        counts["vanished"] = stranded.resend_vanished(self.name, self.settings)
         speed.unstrand(self.settings)  # Jobs placed on a worker that went offline go back to their queue
         if any(counts.values()):
             log.info("reaper %s: %s", self.name, counts)

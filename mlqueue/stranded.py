@@ -10,6 +10,14 @@ The fix reads the broker's own bookkeeping: an unassigned Order whose current de
 ``unacked`` for longer than ``lost_after`` was taken by a consumer that never claimed it. It gets a
 new delivery and a new message; the old message, should it ever arrive, is stale and ignored by
 ``orders.claim``, so this is safe even if that consumer was merely slow.
+
+A message can also vanish: kombu's Redis transport pops it (``BRPOP``) and only then records it in
+``unacked``, so a worker killed between the two leaves it nowhere (the full chaos kill storm, 100
+SIGKILLs: one Job in 300 sat unassigned for good). ``resend_vanished`` looks, at most once a minute per
+house (a Redis lock), for unassigned Orders sent longer than ``lost_after`` ago whose delivery is in no
+queue and not in ``unacked``, and sends them again the same way. A message merely in a worker's hands at
+that instant gets a stale twin at worst: whichever delivery the Order holds when a worker claims it runs,
+once.
 """
 
 from __future__ import annotations
@@ -17,6 +25,8 @@ from __future__ import annotations
 import json
 import logging
 import time
+from datetime import timedelta
+from typing import Any
 
 import redis
 
@@ -55,6 +65,65 @@ def held_too_long(settings: Settings) -> dict[str, float]:
     return found
 
 
+VANISHED_EVERY = 60.0  # seconds between two looks for vanished messages, per house
+
+
+def resend_vanished(by: str, settings: Settings) -> int:
+    """Give every unassigned Order whose message is nowhere in the broker a new delivery and message."""
+    if not brokers.is_redis(settings.broker_url):  # RabbitMQ moves a message and its unacked state at once
+        return 0
+    sent_before = orders.now() - timedelta(seconds=settings.lost_after)
+    waiting = order_store.sent_before(orders.UNASSIGNED, sent_before, settings, RESEND_FIELDS)
+    if not waiting:
+        return 0
+    try:
+        client = _redis(settings)
+        every = max(1, int(min(VANISHED_EVERY, settings.lost_after)))
+        if not client.set(f"mlqueue.vanished-check.{settings.queue}", by, nx=True, ex=every):
+            return 0   # another reaper of this house looked within the minute
+        present = deliveries_in_broker(client, settings.queue)
+    except redis.RedisError as exc:
+        log.warning("could not read the broker's queues: %s", exc)
+        return 0
+    gone = [o for o in waiting if o["delivery"] not in present]
+    return sum(_send_again(o, by, "its message is in no queue and with no worker (taken by one killed at once?); "
+                                  "queued again", settings) for o in gone)
+
+
+def deliveries_in_broker(client: redis.Redis, queue: str) -> set[str]:
+    """Task ids (our deliveries) of every message of this house's queues (``queue`` and the queues named
+    after it) waiting in Redis or held ``unacked`` by a worker."""
+    found: set[str] = set()
+    for key in client.scan_iter(match=f"{queue}*", _type="list"):
+        found.update(_task_id(raw, lambda m: m) for raw in client.lrange(key, 0, -1))
+    found.update(_task_id(raw, lambda held: held[0]) for raw in client.hvals(UNACKED))  # [message, exchange, key]
+    found.discard("")
+    return found
+
+
+def _task_id(raw: bytes | str, message_of: Any) -> str:
+    try:
+        return str(message_of(json.loads(raw))["headers"]["id"])
+    except (TypeError, ValueError, KeyError, IndexError):
+        return ""
+
+
+RESEND_FIELDS = {"jobId": 1, "delivery": 1, "state": 1, "placedOn": 1, "pinnedWorker": 1, "requirementClass": 1,
+                 "scriptVersion": 1}
+
+
+def _send_again(order: dict[str, Any], by: str, why: str, settings: Settings) -> int:
+    """A new delivery (the old message, if it ever comes, is stale) and a message carrying it."""
+    delivery = orders.new_delivery()
+    moved = orders._move(  # noqa: SLF001 - the same conditional move every other transition uses
+        {"jobId": order["jobId"], "state": orders.UNASSIGNED, "delivery": order["delivery"]},
+        orders.UNASSIGNED, by, why, settings, set_={"delivery": delivery, "enqueuedAt": None})
+    if not moved:
+        return 0
+    return int(orders.enqueue(order["jobId"], delivery, settings, routing.queue_of(order, settings),
+                              order.get("scriptVersion")))
+
+
 def resend(by: str, settings: Settings) -> int:
     """Give every stranded unassigned Order a new delivery and message. Returns how many."""
     if not brokers.is_redis(settings.broker_url):  # RabbitMQ re-queues a closed connection's messages itself
@@ -66,16 +135,6 @@ def resend(by: str, settings: Settings) -> int:
         return 0
     if not held:
         return 0
-    resent = 0
-    fields = {"jobId": 1, "delivery": 1, "state": 1, "placedOn": 1, "pinnedWorker": 1, "requirementClass": 1,
-              "scriptVersion": 1}
-    for order in order_store.with_deliveries(orders.UNASSIGNED, list(held), settings, fields):
-        delivery = orders.new_delivery()
-        moved = orders._move(  # noqa: SLF001 - the same conditional move every other transition uses
-            {"jobId": order["jobId"], "state": orders.UNASSIGNED, "delivery": order["delivery"]},
-            orders.UNASSIGNED, by, "its message was taken by a worker that never claimed it (died?); queued again",
-            settings, set_={"delivery": delivery, "enqueuedAt": None})
-        if moved:
-            resent += orders.enqueue(order["jobId"], delivery, settings, routing.queue_of(order, settings),
-                                     order.get("scriptVersion"))
-    return resent
+    return sum(_send_again(o, by, "its message was taken by a worker that never claimed it (died?); queued again",
+                           settings) for o in order_store.with_deliveries(orders.UNASSIGNED, list(held), settings,
+                                                                         RESEND_FIELDS))

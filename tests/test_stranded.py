@@ -36,3 +36,39 @@ def test_a_job_whose_message_died_with_its_consumer_is_queued_again_and_runs(far
     assert farm.wait_final(job_id)["state"] == "succeeded"
     assert reaper.sweep()["stranded"] == 0
     wait_for(lambda: farm.order(job_id)["attempts"] == 1, timeout=5, what="one attempt only")
+
+
+TAKE_UNTRACKED = """
+import sys
+from kombu import Connection
+with Connection(sys.argv[1]) as conn:
+    message = conn.default_channel.basic_get(queue=sys.argv[2], no_ack=True)
+    print(message.headers["id"], flush=True)   # popped and never recorded as unacked: gone from Redis
+"""
+
+
+def test_a_job_whose_message_vanished_from_the_broker_is_queued_again_and_runs_once(farm: Farm) -> None:
+    """kombu pops a message, then records it as unacked: a worker killed in between leaves it nowhere."""
+    [job_id] = farm.submit({"scriptName": "toy"})
+    taken = subprocess.run([sys.executable, "-c", TAKE_UNTRACKED, farm.settings.broker_url, farm.settings.queue],
+                           capture_output=True, text=True, timeout=60)
+    assert taken.stdout.strip() == farm.order(job_id)["delivery"], taken.stderr
+    reaper = orders.Reaper("r", farm.settings)
+    assert reaper.sweep()["vanished"] == 0  # sent too recently to judge: a worker may be claiming it
+    time.sleep(LOST_AFTER + 0.5)
+    counts = reaper.sweep()
+    assert counts["vanished"] == 1 and counts["stranded"] == 0
+    order = farm.order(job_id)
+    assert order["state"] == "unassigned" and order["delivery"] != taken.stdout.strip() and order["enqueuedAt"]
+    assert "in no queue" in order["history"][-1]["why"]
+    farm.start_worker("w1")
+    assert farm.wait_final(job_id)["state"] == "succeeded"
+    assert farm.order(job_id)["attempts"] == 1
+
+
+def test_a_job_still_waiting_in_its_queue_is_left_alone(farm: Farm) -> None:
+    [job_id] = farm.submit({"scriptName": "toy"})
+    delivery = farm.order(job_id)["delivery"]
+    time.sleep(LOST_AFTER + 0.5)
+    assert orders.Reaper("r", farm.settings).sweep()["vanished"] == 0
+    assert farm.order(job_id)["delivery"] == delivery

@@ -244,6 +244,13 @@ def job_ids_matching(where: dict[str, Any], settings: Settings | None = None) ->
     return [o["jobId"] for o in _orders(settings).find(where, {"jobId": 1, "_id": 0})]
 
 
+def sent_before(state: str, before: datetime, settings: Settings | None = None,
+                projection: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Orders in ``state`` whose message was sent before ``before`` (``enqueuedAt``): whose message a worker
+    should have taken by now, or which still wait in a queue."""
+    return list(_orders(settings).find({"state": state, "enqueuedAt": {"$lt": before}}, projection))
+
+
 def with_deliveries(state: str, deliveries: list[str], settings: Settings | None = None,
                     projection: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """The Orders in ``state`` whose current delivery is one of ``deliveries`` (messages found in the broker)."""
