@@ -59,7 +59,7 @@ def read(scenario: str, settings: Settings, faults: dict[str, int] | None = None
     winners: set[str] = set()
     failed: Counter[str] = Counter()
     seen: set[str] = set()
-    stranded = 0
+    stranded = vanished = 0
     for order in d.orders.find({}, {"jobId": 1, "state": 1, "outcome": 1, "history": 1, "finishedDate": 1}):
         job_id = order["jobId"]
         seen.add(job_id)
@@ -69,6 +69,7 @@ def read(scenario: str, settings: Settings, faults: dict[str, int] | None = None
         tally.late_discarded += sum(1 for e in history if "late result" in str(e.get("why")))
         tally.duplicates_ignored += sum(1 for e in history if str(e.get("why")).startswith("duplicate delivery"))
         stranded += sum(1 for e in history if "never claimed it" in str(e.get("why")))
+        vanished += sum(1 for e in history if "in no queue" in str(e.get("why")))
         if order["state"] not in orders.FINAL or not stored.get(job_id):
             tally.lost += 1
             continue
@@ -83,6 +84,8 @@ def read(scenario: str, settings: Settings, faults: dict[str, int] | None = None
     tally.lost += len(job_ids - seen)
     if stranded:
         tally.notes.append(f"{stranded} message(s) stranded with a killed worker before its claim, re-sent")
+    if vanished:
+        tally.notes.append(f"{vanished} message(s) gone from the broker (popped by a worker killed at once), re-sent")
     tally.failed = dict(sorted(failed.items()))
     _count_runs(d, tally, final_at, winners)
     return tally
