@@ -20,17 +20,23 @@ with Connection(sys.argv[1]) as conn:
 """
 
 
-def test_a_job_whose_message_died_with_its_consumer_is_queued_again_and_runs(farm: Farm) -> None:
+def _submit_and_take(farm: Farm, program: str) -> tuple[str, str]:
+    """One toy Job, its message taken from the queue by ``program`` in another process: (jobId, delivery)."""
     [job_id] = farm.submit({"scriptName": "toy"})
-    taken = subprocess.run([sys.executable, "-c", TAKE_AND_DIE, farm.settings.broker_url, farm.settings.queue],
+    taken = subprocess.run([sys.executable, "-c", program, farm.settings.broker_url, farm.settings.queue],
                            capture_output=True, text=True, timeout=60)
     assert taken.stdout.strip() == farm.order(job_id)["delivery"], taken.stderr
+    return job_id, taken.stdout.strip()
+
+
+def test_a_job_whose_message_died_with_its_consumer_is_queued_again_and_runs(farm: Farm) -> None:
+    job_id, taken = _submit_and_take(farm, TAKE_AND_DIE)
     reaper = orders.Reaper("r", farm.settings)
     assert reaper.sweep()["stranded"] == 0  # not yet: a live consumer claims within moments
     time.sleep(LOST_AFTER + 0.5)
     assert reaper.sweep()["stranded"] == 1
     order = farm.order(job_id)
-    assert order["state"] == "unassigned" and order["delivery"] != taken.stdout.strip() and order["enqueuedAt"]
+    assert order["state"] == "unassigned" and order["delivery"] != taken and order["enqueuedAt"]
     assert "never claimed it" in order["history"][-1]["why"]
     farm.start_worker("w1")
     assert farm.wait_final(job_id)["state"] == "succeeded"
@@ -49,17 +55,14 @@ with Connection(sys.argv[1]) as conn:
 
 def test_a_job_whose_message_vanished_from_the_broker_is_queued_again_and_runs_once(farm: Farm) -> None:
     """kombu pops a message, then records it as unacked: a worker killed in between leaves it nowhere."""
-    [job_id] = farm.submit({"scriptName": "toy"})
-    taken = subprocess.run([sys.executable, "-c", TAKE_UNTRACKED, farm.settings.broker_url, farm.settings.queue],
-                           capture_output=True, text=True, timeout=60)
-    assert taken.stdout.strip() == farm.order(job_id)["delivery"], taken.stderr
+    job_id, taken = _submit_and_take(farm, TAKE_UNTRACKED)
     reaper = orders.Reaper("r", farm.settings)
     assert reaper.sweep()["vanished"] == 0  # sent too recently to judge: a worker may be claiming it
     time.sleep(LOST_AFTER + 0.5)
     counts = reaper.sweep()
     assert counts["vanished"] == 1 and counts["stranded"] == 0
     order = farm.order(job_id)
-    assert order["state"] == "unassigned" and order["delivery"] != taken.stdout.strip() and order["enqueuedAt"]
+    assert order["state"] == "unassigned" and order["delivery"] != taken and order["enqueuedAt"]
     assert "in no queue" in order["history"][-1]["why"]
     farm.start_worker("w1")
     assert farm.wait_final(job_id)["state"] == "succeeded"
