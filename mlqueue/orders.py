@@ -563,7 +563,8 @@ def bounce(order: dict[str, Any], outcome: dict[str, Any], judged: dict[str, Any
 
 def reroute(order: dict[str, Any], fields: dict[str, Any], why: str, by: str,
             settings: Settings | None = None) -> dict[str, Any] | None:
-    """unassigned -> unassigned on another queue (placed on a faster worker, or back from a vanished one).
+    """unassigned -> unassigned with a new message: on another queue (placed on a faster worker, or back
+    from a vanished one), or on the same one when its message was lost with a worker (``stranded``).
 
     Conditional on the delivery the caller saw; a new delivery makes the old message stale.
     """

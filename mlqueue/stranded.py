@@ -26,11 +26,10 @@ import json
 import logging
 import time
 from datetime import timedelta
-from typing import Any
 
 import redis
 
-from mlqueue import brokers, orders, routing
+from mlqueue import brokers, orders
 from mlqueue.settings import Settings
 from mlqueue.store import orders as order_store
 
@@ -57,11 +56,8 @@ def held_too_long(settings: Settings) -> dict[str, float]:
     raws = client.hmget(UNACKED, [tag for tag, _ in tags])
     found: dict[str, float] = {}
     for (_, since), raw in zip(tags, raws, strict=True):
-        try:
-            message = json.loads(raw)[0]
-            found[str(message["headers"]["id"])] = since
-        except (TypeError, ValueError, KeyError, IndexError):
-            continue
+        if task_id := _task_id(raw, unacked=True):
+            found[task_id] = since
     return found
 
 
@@ -86,8 +82,8 @@ def resend_vanished(by: str, settings: Settings) -> int:
         log.warning("could not read the broker's queues: %s", exc)
         return 0
     gone = [o for o in waiting if o["delivery"] not in present]
-    return sum(_send_again(o, by, "its message is in no queue and with no worker (taken by one killed at once?); "
-                                  "queued again", settings) for o in gone)
+    return sum(orders.reroute(o, {}, "its message is in no queue and with no worker (taken by one killed at once?); "
+                                     "queued again", by, settings) is not None for o in gone)
 
 
 def deliveries_in_broker(client: redis.Redis, queue: str) -> set[str]:
@@ -95,33 +91,24 @@ def deliveries_in_broker(client: redis.Redis, queue: str) -> set[str]:
     after it) waiting in Redis or held ``unacked`` by a worker."""
     found: set[str] = set()
     for key in client.scan_iter(match=f"{queue}*", _type="list"):
-        found.update(_task_id(raw, lambda m: m) for raw in client.lrange(key, 0, -1))
-    found.update(_task_id(raw, lambda held: held[0]) for raw in client.hvals(UNACKED))  # [message, exchange, key]
+        found.update(_task_id(raw) for raw in client.lrange(key, 0, -1))
+    found.update(_task_id(raw, unacked=True) for raw in client.hvals(UNACKED))
     found.discard("")
     return found
 
 
-def _task_id(raw: bytes | str, message_of: Any) -> str:
+def _task_id(raw: bytes | str | None, unacked: bool = False) -> str:
+    """The task id (our delivery) of a message as Redis keeps it: queued, or as an ``unacked`` entry
+    ``[message, exchange, routing key]``; "" for anything unreadable."""
     try:
-        return str(message_of(json.loads(raw))["headers"]["id"])
+        message = json.loads(raw)  # type: ignore[arg-type]
+        return str((message[0] if unacked else message)["headers"]["id"])
     except (TypeError, ValueError, KeyError, IndexError):
         return ""
 
 
 RESEND_FIELDS = {"jobId": 1, "delivery": 1, "state": 1, "placedOn": 1, "pinnedWorker": 1, "requirementClass": 1,
-                 "scriptVersion": 1}
-
-
-def _send_again(order: dict[str, Any], by: str, why: str, settings: Settings) -> int:
-    """A new delivery (the old message, if it ever comes, is stale) and a message carrying it."""
-    delivery = orders.new_delivery()
-    moved = orders._move(  # noqa: SLF001 - the same conditional move every other transition uses
-        {"jobId": order["jobId"], "state": orders.UNASSIGNED, "delivery": order["delivery"]},
-        orders.UNASSIGNED, by, why, settings, set_={"delivery": delivery, "enqueuedAt": None})
-    if not moved:
-        return 0
-    return int(orders.enqueue(order["jobId"], delivery, settings, routing.queue_of(order, settings),
-                              order.get("scriptVersion")))
+                 "scriptVersion": 1}  # what ``orders.reroute`` needs to send an Order again
 
 
 def resend(by: str, settings: Settings) -> int:
@@ -135,6 +122,6 @@ def resend(by: str, settings: Settings) -> int:
         return 0
     if not held:
         return 0
-    return sum(_send_again(o, by, "its message was taken by a worker that never claimed it (died?); queued again",
-                           settings) for o in order_store.with_deliveries(orders.UNASSIGNED, list(held), settings,
-                                                                         RESEND_FIELDS))
+    stranded = order_store.with_deliveries(orders.UNASSIGNED, list(held), settings, RESEND_FIELDS)
+    return sum(orders.reroute(o, {}, "its message was taken by a worker that never claimed it (died?); queued again",
+                              by, settings) is not None for o in stranded)
