@@ -191,14 +191,19 @@ def _new_order(job_id: str, job: dict[str, Any], created: datetime, by: str, set
     }
 
 
-def enqueue(job_id: str, delivery: str, settings: Settings | None = None, queue: str | None = None,
-            script: dict[str, str] | None = None) -> bool:
-    """Send the Celery message for an Order to ``queue`` (``routing.queue_of``; default the base queue).
-    ``script``: the Order's ``scriptVersion``, so a message sent again runs the version its submit chose.
+def enqueue(order: dict[str, Any], delivery: str, queue: str | None, settings: Settings | None = None) -> bool:
+    """Send the Celery message of this Order's ``delivery`` to ``queue`` (``routing.queue_of``; None: the
+    base queue), carrying the script version its submit chose (``scriptVersion``), so a message sent
+    again runs what the first one would have.
 
     If the broker is down the reaper sends it later.
     """
-    return enqueue_all([(job_id, delivery, queue)], settings, {job_id: carry(None, None, script)}) == 1
+    return enqueue_all([(order["jobId"], delivery, queue)], settings, {order["jobId"]: resend_headers(order)}) == 1
+
+
+def resend_headers(order: dict[str, Any]) -> dict[str, Any]:
+    """The headers of a message sent again for an Order: its script version (``carry``)."""
+    return carry(None, None, order.get("scriptVersion"))
 
 
 def enqueue_all(messages: list[tuple[str, str, str | None]], settings: Settings | None = None,
@@ -447,7 +452,7 @@ def give_back(order: dict[str, Any], why: str, by: str, settings: Settings | Non
         return False
     order_store.update({"jobId": order["jobId"], "delivery": delivery},
                        {"$addToSet": {"exemptAttempts": order["attempts"]}}, settings)
-    enqueue(order["jobId"], delivery, settings, routing.queue_of(order, settings), order.get("scriptVersion"))
+    enqueue(order, delivery, routing.queue_of(order, settings), settings)
     return True
 
 
@@ -557,7 +562,7 @@ def bounce(order: dict[str, Any], outcome: dict[str, Any], judged: dict[str, Any
     if not routing_fields:  # its class stays: this machine's environment fails it, so stop taking it here
         routing.refuse(worker, moved, cause, settings)
     routing.announce([moved], settings)
-    enqueue(order["jobId"], delivery, settings, routing.queue_of(moved, settings), order.get("scriptVersion"))
+    enqueue(order, delivery, routing.queue_of(moved, settings), settings)
     return True
 
 
@@ -572,7 +577,7 @@ def reroute(order: dict[str, Any], fields: dict[str, Any], why: str, by: str,
     moved = _move({"jobId": order["jobId"], "state": UNASSIGNED, "delivery": order["delivery"]}, UNASSIGNED, by, why,
                   settings, set_={"delivery": delivery, "enqueuedAt": None, **fields}, known=order)
     if moved:
-        enqueue(order["jobId"], delivery, settings, routing.queue_of(moved, settings), order.get("scriptVersion"))
+        enqueue(order, delivery, routing.queue_of(moved, settings), settings)
     return moved
 
 
@@ -658,7 +663,7 @@ def requeue(job_id: str, by: str = "cli", settings: Settings | None = None) -> s
                   set_={"delivery": delivery, "enqueuedAt": None, "worker": None})
     if not moved:
         raise OrderError(f"job {job_id} changed state meanwhile; look at `mlqueue status` and retry")
-    enqueue(order["jobId"], delivery, settings, routing.queue_of(order, settings), order.get("scriptVersion"))
+    enqueue(order, delivery, routing.queue_of(order, settings), settings)
     return order["jobId"]
 
 
@@ -719,7 +724,7 @@ class Reaper:
         unsent = order_store.unsent(UNASSIGNED, unsent_before, self.settings)
         counts["resent"] = enqueue_all([(o["jobId"], o["delivery"], routing.queue_of(o, self.settings))
                                         for o in unsent], self.settings,
-                                       {o["jobId"]: carry(None, None, o.get("scriptVersion")) for o in unsent})
+                                       {o["jobId"]: resend_headers(o) for o in unsent})
         counts["repaired"] = self._repair_outcomes()
         counts["checkpoints"] = checkpoints.remove_ended(self.settings)   # of Jobs that ended
         from mlqueue import stranded  # it builds on this module
@@ -779,6 +784,5 @@ class Reaper:
             set_={"delivery": delivery, "enqueuedAt": None, "worker": None, "pid": None},
         )
         if moved:
-            enqueue(order["jobId"], delivery, self.settings, routing.queue_of(order, self.settings),
-                    order.get("scriptVersion"))
+            enqueue(order, delivery, routing.queue_of(order, self.settings), self.settings)
         return "lost"

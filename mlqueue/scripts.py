@@ -126,8 +126,8 @@ def version_now(script_name: str, pinned: str | None = None, settings: Settings 
     """The version a Job naming this script runs, as its message carries it (``resolve``'s ``carried``):
     the pushed bundle newest now (or the pinned one), else the built-in file. None if there is none.
 
-    So a Job runs the version that was newest when it was submitted (a message re-sent later, which
-    carries none, runs the version newest at its start)."""
+    So a Job runs the version that was newest when it was submitted: its Order keeps it, and every
+    message sent for it carries it (``orders.enqueue``)."""
     settings = settings or get_settings()
     if not NAME_RE.match(script_name or ""):
         return None
