@@ -49,10 +49,8 @@ class WholeRead:
     def add(self, window: Iterable[dict[str, Any]]) -> None:
         """Take one window of Orders (each with ``jobId``, ``updatedDate`` and the listing fields)."""
         for doc in window:
-            self.rows[doc["jobId"]] = tuple(_shared(doc.get(f)) for f in FIELDS)
-            stamp = doc.get("updatedDate")
-            if stamp and (self.newest is None or stamp > self.newest):
-                self.newest = stamp
+            self.rows[doc["jobId"]] = _row(doc)
+            self.newest = _newer(self.newest, doc)
 
 
 class OrderIndex:
@@ -78,8 +76,7 @@ class OrderIndex:
             read_at, newest = now(), None
             for doc in order_store.updated_since(self._since, self.settings, PROJECTION):
                 self._put(self._rows, self._ids, doc)
-                if doc.get("updatedDate") and (newest is None or doc["updatedDate"] > newest):
-                    newest = doc["updatedDate"]
+                newest = _newer(newest, doc)
             self._advance(read_at, newest)
 
     def read_all(self) -> None:
@@ -164,7 +161,7 @@ class OrderIndex:
                 ids.append(job_id)
             else:
                 bisect.insort(ids, job_id)
-        rows[job_id] = tuple(_shared(doc.get(f)) for f in FIELDS)
+        rows[job_id] = _row(doc)
 
     def newest_first(self, where: dict[str, Any]) -> Iterator[str]:
         """Ids of the Orders matching ``where`` (as last read), newest first."""
@@ -200,6 +197,17 @@ class OrderIndex:
 
     def __len__(self) -> int:
         return len(self._ids)
+
+
+def _row(doc: dict[str, Any]) -> tuple[Any, ...]:
+    """An Order's listing fields as the index keeps them (``FIELDS`` order, names shared)."""
+    return tuple(_shared(doc.get(f)) for f in FIELDS)
+
+
+def _newer(newest: datetime | None, doc: dict[str, Any]) -> datetime | None:
+    """The later of ``newest`` and this Order's ``updatedDate`` (where the next read of changes starts)."""
+    stamp = doc.get("updatedDate")
+    return stamp if stamp and (newest is None or stamp > newest) else newest
 
 
 def _shared(value: Any) -> Any:
