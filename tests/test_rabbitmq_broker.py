@@ -22,9 +22,8 @@ import pytest
 from api_helpers import serve
 from conftest import ROOT, Farm, Servers, make_farm, wait_for
 from rabbit import RabbitServer, server_binary
-from test_sweeps import create, drive, load_study, sweep_orders, write_sweep
+from test_sweeps import run_rung_sweep, sweep_orders
 
-from ml_scripts import toy
 from mlqueue import invites, machines, routing, store, stranded, worker_control
 from mlqueue.errors import ConfigError
 from mlqueue.settings import reload_settings
@@ -161,11 +160,7 @@ def test_a_sweep_with_rabbitmq_and_a_separate_redis_gets_its_verdicts_at_every_r
     """test_sweeps' rung test, with RabbitMQ carrying the trials and the session's Redis the verdicts."""
     farm = rabbit_farm(MLQUEUE_REDIS_URL=servers.redis.url)
     farm.start_worker("w1")
-    file = write_sweep(tmp_path / "rungs.yaml", method="random", trials=3, parallel=1, epochs=4, sleep=0.04,
-                       early="{method: asha, minResource: 1, reductionFactor: 100}", seed=3)
-    sweep_id = create(farm, file)
-    load_study(farm, sweep_id).enqueue_trial({"x": toy.optimum("x"), "y": toy.optimum("y"), "shape": "flat"})
-    doc = drive(farm, sweep_id)
+    sweep_id, doc = run_rung_sweep(farm, tmp_path, trials=3)
     assert doc["state"] == "done" and doc["toldCount"] == 3
     states = sorted(o["state"] for o in sweep_orders(farm, sweep_id))
     assert states == ["pruned", "pruned", "succeeded"]

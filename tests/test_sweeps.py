@@ -360,16 +360,21 @@ def test_pruning_stops_bad_trials_early_on_their_workers_keeping_their_metrics(f
     assert all(t.intermediate_values for t in study.trials)
 
 
+def run_rung_sweep(farm: Farm, tmp_path: Path, trials: int) -> tuple[str, dict]:
+    """A sweep of short trials (4 epochs in 0.04 s) under ASHA with reduction factor 100, so only the best
+    trial at rung 1 goes on, and the study given that best one first; driven to its end: (id, its doc)."""
+    file = write_sweep(tmp_path / "rungs.yaml", method="random", trials=trials, parallel=1, epochs=4, sleep=0.04,
+                       early="{method: asha, minResource: 1, reductionFactor: 100}", seed=3)
+    sweep_id = create(farm, file)
+    load_study(farm, sweep_id).enqueue_trial({"x": toy.optimum("x"), "y": toy.optimum("y"), "shape": "flat"})
+    return sweep_id, drive(farm, sweep_id)
+
+
 def test_short_trials_wait_for_the_verdict_at_the_pruners_rungs_only_and_are_pruned_there_every_time(
         farm: Farm, tmp_path: Path) -> None:
     """4 epochs in 0.04 s, far shorter than the driver's poll: without waiting at the rung they escaped."""
     farm.start_worker("w1")
-    # reduction factor 100: only the best trial at rung 1 goes on; the study is given that best one first
-    file = write_sweep(tmp_path / "rungs.yaml", method="random", trials=6, parallel=1, epochs=4, sleep=0.04,
-                       early="{method: asha, minResource: 1, reductionFactor: 100}", seed=3)
-    sweep_id = create(farm, file)
-    load_study(farm, sweep_id).enqueue_trial({"x": toy.optimum("x"), "y": toy.optimum("y"), "shape": "flat"})
-    doc = drive(farm, sweep_id)
+    sweep_id, doc = run_rung_sweep(farm, tmp_path, trials=6)
     assert doc["state"] == "done" and doc["toldCount"] == 6
     by_trial = {farm.db.jobs.find_one({"_id": ObjectId(o["jobId"])})["trialNumber"]: o
                 for o in sweep_orders(farm, sweep_id)}
